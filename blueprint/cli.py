@@ -1,0 +1,168 @@
+"""The `blueprint` command: one verb per operator task, each working on a site."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from blueprint import __version__
+from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
+from blueprint.errors import BlueprintError, ExitCode
+from blueprint.loader import LoadedSite, load_site
+from blueprint.secrets import REDACTOR, load_site_secrets
+from blueprint.state import RunHistory, StateDir
+
+log = logging.getLogger(__name__)
+
+EXIT_CODES_HELP = """Exit codes: 0 ok, 1 validation failed, 2 bad input, 3 deploy or provision
+failed, 4 environment missing (a tool, privileges), 130 interrupted."""
+
+site_argument = click.argument("site")
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(path_type=Path), default=None,
+    help="State folder (default: .state/ beside the site file).",
+)
+layer_option = click.option(
+    "--layer", "layers", multiple=True, help="Only this layer (repeatable), in blueprint order."
+)
+
+
+def _open_site(site: str, state_dir: Path | None) -> tuple[LoadedSite, StateDir]:
+    loaded = load_site(site)
+    load_site_secrets(loaded.site_dir)
+    return loaded, StateDir.for_site(loaded.site_dir, state_dir)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="blueprint")
+@click.option("-v", "--verbose", is_flag=True, help="Show the phases of each step.")
+@click.option("--debug", is_flag=True, help="Show command lines and tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, debug: bool) -> None:
+    """Edge AI blueprint installer: deploy a blueprint to a site and validate it."""
+    ctx.obj = {"debug": debug}
+    setup_logging(verbose, debug)
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["site", "blueprint"]), default="site")
+def schema(kind: str) -> None:
+    """Print the JSON Schema of a site file or a blueprint file."""
+    from blueprint.models import Blueprint, Site
+
+    model = Site if kind == "site" else Blueprint
+    click.echo(json.dumps(model.model_json_schema(), indent=2))
+
+
+@cli.command()
+@site_argument
+@layer_option
+@state_dir_option
+def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
+    """Check the site, then show per layer and node what a deploy would change."""
+    from blueprint.deploy import deploy as run_deploy
+
+    loaded, state = _open_site(site, state_dir)
+    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), check=True)
+    for result in outcome.results:
+        CONSOLE.print(f"[bold]layer {result.playbook}[/bold]: "
+                      f"{result.changed} change(s) on {len(result.stats)} node(s)")
+        for change in result.changes:
+            CONSOLE.print(f"  {change.node}: {change.task}", highlight=False)
+            for line in change.diff.splitlines()[:20]:
+                CONSOLE.print(f"      {line}", highlight=False, markup=False)
+    CONSOLE.print(f"plan: {outcome.changed} change(s) would be made")
+
+
+@cli.command()
+@site_argument
+@layer_option
+@state_dir_option
+@click.option("--stock-ansible", is_flag=True, hidden=True,
+              help="Run with Ansible's stock settings (for benchmarks).")
+def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
+           stock_ansible: bool) -> None:
+    """Preflight, then deploy the blueprint's host layers to the site."""
+    from blueprint.deploy import deploy as run_deploy
+
+    loaded, state = _open_site(site, state_dir)
+    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), stock=stock_ansible)
+    table = Table(title=f"deploy {outcome.run_id}")
+    for column in ("layer", "node", "ok", "changed", "failed", "unreachable"):
+        table.add_column(column)
+    for result in outcome.results:
+        for node, counts in sorted(result.stats.items()):
+            table.add_row(result.playbook, node, *(str(counts[key]) for key in
+                                                   ("ok", "changed", "failed", "unreachable")))
+    CONSOLE.print(table)
+    CONSOLE.print(f"deploy: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
+
+
+@cli.command()
+@site_argument
+@state_dir_option
+@click.option("--limit", default=10, show_default=True, help="How many runs to show.")
+def runs(site: str, state_dir: Path | None, limit: int) -> None:
+    """Show the site's run history."""
+    loaded = load_site(site)
+    history = RunHistory(StateDir.for_site(loaded.site_dir, state_dir))
+    table = Table(title=f"runs of {loaded.site.name}")
+    for column in ("id", "verb", "layers", "started", "finished", "status", "exit"):
+        table.add_column(column)
+    for run in history.runs(limit):
+        table.add_row(run["id"], run["verb"], ", ".join(json.loads(run["layers"])),
+                      run["started"], run["finished"] or "", run["status"],
+                      str(run["exit_code"] if run["exit_code"] is not None else ""))
+    history.close()
+    CONSOLE.print(table)
+
+
+def _add_optional_groups() -> None:
+    try:
+        from blueprint.lab.cli import lab
+    except ModuleNotFoundError:  # TODO: remove once blueprint.lab.cli has landed
+        return
+    cli.add_command(lab)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: expected errors as one line and their exit code, tracebacks on --debug."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    _add_optional_groups()
+    try:
+        cli.main(args=args, prog_name="blueprint", standalone_mode=False)
+    except click.exceptions.Abort:
+        ERR_CONSOLE.print("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.BAD_INPUT)
+    except KeyboardInterrupt:
+        ERR_CONSOLE.print("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except BlueprintError as exc:
+        if debug:
+            ERR_CONSOLE.print(REDACTOR.redact(traceback.format_exc()), markup=False)
+        for line in str(exc).splitlines():
+            ERR_CONSOLE.print(f"error: {REDACTOR.redact(line)}", markup=False)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # an unexpected fault: one line, the traceback only with --debug
+        if debug:
+            ERR_CONSOLE.print(REDACTOR.redact(traceback.format_exc()), markup=False)
+        message = REDACTOR.redact(f"{type(exc).__name__}: {exc}")
+        ERR_CONSOLE.print(f"error: unexpected {message} (run with --debug for the traceback)",
+                          markup=False)
+        sys.exit(ExitCode.DEPLOY_FAILED)
+    sys.exit(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    main()

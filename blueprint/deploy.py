@@ -1,0 +1,195 @@
+"""Plan and deploy: preflight every requested layer, then run its playbook on the site."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from blueprint.console import attach_run_log, detach_run_log
+from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing
+from blueprint.inventory import render_inventory
+from blueprint.loader import LoadedSite
+from blueprint.models import Layer, Node
+from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
+from blueprint.playbook import PlaybookResult, run_playbook
+from blueprint.proc import require_tool
+from blueprint.progress import DeployProgress
+from blueprint.state import RunHistory, StateDir, new_run_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployOutcome:
+    """The playbook results of one plan or deploy, in layer order."""
+
+    run_id: str
+    results: list[PlaybookResult] = field(default_factory=list)
+    run_dir: Path | None = None
+
+    @property
+    def changed(self) -> int:
+        return sum(result.changed for result in self.results)
+
+
+def select_layers(loaded: LoadedSite, requested: list[str] | None) -> list[Layer]:
+    """The blueprint's layers, or the requested ones in blueprint order."""
+    layers = [layer for layer in loaded.blueprint.layers if layer.name != "platform"]
+    if not requested:
+        return layers
+    known = [layer.name for layer in loaded.blueprint.layers]
+    for name in requested:
+        if name not in known:
+            msg = f"--layer {name}: blueprint {loaded.blueprint.name} has {', '.join(known)}"
+            raise BadInput(msg)
+    return [layer for layer in layers if layer.name in requested]
+
+
+def preflight(loaded: LoadedSite, layers: list[Layer], state: StateDir) -> Path:
+    """Everything that can stop a run, checked before the first change; returns inventory."""
+    # Tools on the controller.
+    require_tool("ssh", "openssh-client")
+
+    # Every requested layer can really run in this version of the product.
+    for layer in layers:
+        if layer.role is None or not (ROLES_DIR / layer.role).is_dir():
+            msg = (
+                f"layer {layer.name}: its role '{layer.role}' is not part of this version; "
+                f"deploy the other layers with --layer"
+            )
+            raise EnvironmentMissing(msg)
+        if not (PLAYBOOKS_DIR / f"{layer.name}.yml").is_file():
+            msg = f"layer {layer.name}: playbooks/{layer.name}.yml is missing from this checkout"
+            raise EnvironmentMissing(msg)
+
+    # Offline sites run from a locked bill of materials, which this version cannot make yet.
+    if loaded.site.artifacts.mode == "offline":
+        msg = (
+            f"{loaded.site_file}: artifacts.mode offline needs a bill of materials lock "
+            "(bom.lock.yaml) and a bundle; this version supports online and mirror"
+        )
+        raise BadInput(msg)
+
+    # Every node answers SSH with the host key pinned for it.
+    inventory_dir = render_inventory(loaded, state)
+    check_nodes_reachable(loaded.site.nodes, state.root / "ssh_config")
+    return inventory_dir
+
+
+def check_nodes_reachable(nodes: list[Node], ssh_config: Path) -> None:
+    """Open one SSH session per node in parallel; a changed host key stops the run."""
+    def probe(node: Node) -> str | None:
+        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlMaster=no", node.name, "true"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return f"node {node.name} ({node.address}): SSH did not answer within 30 s"
+        if done.returncode == 0:
+            return None
+        err = done.stderr
+        if "IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
+            return (
+                f"node {node.name} ({node.address}): host key does not match the pinned one; "
+                "if the node was reinstalled, check its new key and update known_hosts"
+            )
+        last = err.strip().splitlines()[-1] if err.strip() else f"exit {done.returncode}"
+        return f"node {node.name} ({node.address}): cannot connect over SSH: {last}"
+
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        problems = [p for p in pool.map(probe, nodes) if p]
+    if problems:
+        raise DeployFailed("\n".join(problems))
+
+
+def deploy(
+    loaded: LoadedSite,
+    state: StateDir,
+    console: Console,
+    *,
+    requested: list[str] | None = None,
+    check: bool = False,
+    stock: bool = False,
+) -> DeployOutcome:
+    """Run the layers' playbooks in order; `check` makes it a plan (check mode with diff)."""
+    verb = "plan" if check else "deploy"
+    layers = select_layers(loaded, requested)
+    outcome = DeployOutcome(run_id=new_run_id(verb))
+
+    with state.lock():
+        inventory_dir = preflight(loaded, layers, state)
+        run_dir = state.run_dir(outcome.run_id)
+        outcome.run_dir = run_dir
+        run_log = attach_run_log(run_dir / "blueprint.log")
+        history = RunHistory(state)
+        history.start(outcome.run_id, loaded.site.name, verb, [ly.name for ly in layers],
+                      run_dir)
+        try:
+            _run_layers(loaded, layers, state, console, outcome, history, check, stock,
+                        inventory_dir)
+        except BaseException as exc:
+            code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 3)
+            history.finish(outcome.run_id, "failed", int(code))
+            raise
+        finally:
+            history.close()
+            detach_run_log(run_log)
+        RunHistory(state).finish(outcome.run_id, "ok", 0)
+    return outcome
+
+
+def _run_layers(
+    loaded: LoadedSite,
+    layers: list[Layer],
+    state: StateDir,
+    console: Console,
+    outcome: DeployOutcome,
+    history: RunHistory,
+    check: bool,
+    stock: bool,
+    inventory_dir: Path,
+) -> None:
+    nodes = [node.name for node in loaded.site.nodes]
+    assert outcome.run_dir is not None
+    with DeployProgress(console, nodes) as progress:
+        for layer in layers:
+            log.info("%s layer %s on %d nodes", "Planning" if check else "Deploying",
+                     layer.name, len(nodes))
+            progress.start_layer(layer.name)
+            result = run_playbook(
+                layer.name, inventory_dir, outcome.run_dir / "ansible", state.facts_dir,
+                check=check, on_event=progress.on_event, stock=stock,
+            )
+            outcome.results.append(result)
+            history.record_layer(outcome.run_id, layer.name, result.stats)
+            if not result.ok:
+                raise DeployFailed(_failure_message(layer.name, result))
+            if not check:
+                _mark_deployed(state, layer.name, outcome.run_id)
+
+
+def _failure_message(layer: str, result: PlaybookResult) -> str:
+    first = result.failures[0] if result.failures else None
+    where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
+    log_hint = f"; log: {result.stdout_file}" if result.stdout_file else ""
+    return f"layer {layer} failed{where}{log_hint}; fix it and re-run deploy --layer {layer}"
+
+
+def deployed_layers(state: StateDir) -> dict[str, str]:
+    """Layer name to the id of the run that last deployed it."""
+    path = state.root / "deployed.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {str(key): str(value) for key, value in data.items()}
+
+
+def _mark_deployed(state: StateDir, layer: str, run_id: str) -> None:
+    layers = deployed_layers(state)
+    layers[layer] = run_id
+    (state.root / "deployed.json").write_text(json.dumps(layers, indent=2), encoding="utf-8")

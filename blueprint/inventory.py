@@ -1,0 +1,127 @@
+"""Rendering a site into what Ansible and SSH read: inventory, role variables, ssh_config."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blueprint.loader import LoadedSite
+from blueprint.models import Node, Site
+from blueprint.state import StateDir
+
+# Ansible group names cannot carry '-'; the node role control-plane becomes control_plane.
+GROUP_OF_ROLE = {"control-plane": "control_plane", "worker": "worker", "gpu": "gpu",
+                 "storage": "storage"}
+
+
+def node_user(site: Site, node: Node) -> str:
+    return node.ssh.user if node.ssh and node.ssh.user else site.ssh.user
+
+
+def node_key(site: Site, node: Node) -> Path | None:
+    return node.ssh.key if node.ssh and node.ssh.key else site.ssh.key
+
+
+def render_ssh_config(site: Site, state: StateDir) -> Path:
+    """One Host block per node (name and address), host key checking always on."""
+    blocks = []
+    for node in site.nodes:
+        lines = [
+            f"Host {node.name} {node.address}",
+            f"  HostName {node.address}",
+            f"  User {node_user(site, node)}",
+            "  StrictHostKeyChecking yes",
+            "  BatchMode yes",
+            "  ConnectTimeout 10",
+            "  ControlMaster auto",
+            f"  ControlPath {state.root}/cm-%C",
+            "  ControlPersist 60s",
+        ]
+        key = node_key(site, node)
+        if key is not None:
+            lines += [f"  IdentityFile {key}", "  IdentitiesOnly yes"]
+        if site.ssh.known_hosts is not None:
+            lines.append(f"  UserKnownHostsFile {site.ssh.known_hosts}")
+        if site.ssh.bastion:
+            lines.append(f"  ProxyJump {site.ssh.bastion}")
+        blocks.append("\n".join(lines))
+    path = state.root / "ssh_config"
+    path.write_text("# Written by blueprint from the site file; do not edit.\n"
+                    + "\n\n".join(blocks) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def role_variables(loaded: LoadedSite) -> dict[str, Any]:
+    """Role variables: blueprint layer options, then what the site says, then its overrides."""
+    site = loaded.site
+    variables: dict[str, Any] = {}
+    for layer in loaded.blueprint.layers:
+        variables.update(layer.options)
+
+    admin_keys = list(site.ssh.admin_keys)
+    if not admin_keys and site.ssh.key is not None:
+        default_pub = site.ssh.key.with_name(site.ssh.key.name + ".pub")
+        admin_keys = [default_pub] if default_pub.is_file() else []
+    mirror = site.artifacts.mode == "mirror"
+    variables.update({
+        "os_baseline_http_proxy": site.network.http_proxy or "",
+        "os_baseline_https_proxy": site.network.https_proxy or "",
+        "os_baseline_no_proxy": list(site.network.no_proxy),
+        "os_baseline_apt_proxy": (site.artifacts.apt_proxy or "") if mirror else "",
+        "os_baseline_extra_ca_certs": [
+            {"name": path.stem, "pem": path.read_text(encoding="utf-8")}
+            for path in site.network.extra_ca
+        ],
+        "os_baseline_admin_user": site.ssh.admin_user,
+        "os_baseline_admin_authorized_keys": [
+            path.read_text(encoding="utf-8").strip() for path in admin_keys
+        ],
+        "os_baseline_installer_user": site.ssh.user,
+        "container_runtime_source": "mirror" if mirror else "distribution",
+        "container_runtime_registry_mirrors": [
+            mirror_.model_dump() for mirror_ in site.artifacts.registry_mirrors
+        ],
+    })
+    variables.update(site.overrides)
+    return variables
+
+
+def render_inventory(loaded: LoadedSite, state: StateDir) -> Path:
+    """Write `<state>/inventory/` (hosts.yml and group_vars/all.yml); return its folder."""
+    site = loaded.site
+    ssh_config = render_ssh_config(site, state)
+    hosts: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {group: {"hosts": {}} for group in GROUP_OF_ROLE.values()}
+    for node in site.nodes:
+        host: dict[str, Any] = {
+            "ansible_host": str(node.address),
+            "ansible_user": node_user(site, node),
+            # One session per node comes from mitogen; no lingering ControlMaster processes.
+            "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))} -o ControlMaster=no",
+            "blueprint_node_roles": list(node.roles),
+        }
+        key = node_key(site, node)
+        if key is not None:
+            host["ansible_ssh_private_key_file"] = str(key)
+        hosts[node.name] = host
+        for role in node.roles:
+            groups[GROUP_OF_ROLE[role]]["hosts"][node.name] = {}
+
+    inventory_dir = state.root / "inventory"
+    (inventory_dir / "group_vars").mkdir(parents=True, exist_ok=True)
+    inventory = {"all": {"hosts": hosts, "children": groups}}
+    _write_yaml(inventory_dir / "hosts.yml", inventory)
+    group_vars = {"blueprint_site": site.name, "blueprint_name": loaded.blueprint.name,
+                  **role_variables(loaded)}
+    _write_yaml(inventory_dir / "group_vars" / "all.yml", group_vars)
+    return inventory_dir
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    text = "# Written by blueprint from the site file; do not edit.\n"
+    text += yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    path.write_text(text, encoding="utf-8")

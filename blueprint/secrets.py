@@ -1,0 +1,100 @@
+"""The site's secrets (an ansible-vault file) and the redaction that keeps them out of output."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret, is_encrypted
+
+from blueprint.errors import BadInput, EnvironmentMissing
+
+log = logging.getLogger(__name__)
+
+MASK = "********"
+PASSWORD_ENV = "BLUEPRINT_VAULT_PASSWORD"
+PASSWORD_FILE_ENV = "BLUEPRINT_VAULT_PASSWORD_FILE"
+
+
+class Redactor(logging.Filter):
+    """Replaces every known secret value in log records and text with a mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Any) -> None:
+        """Remember every string leaf of `values` (at least 4 characters) as a secret."""
+        for value in _leaves(values):
+            if len(value) >= 4:
+                self._values.add(value)
+        ordered = sorted(self._values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self._pattern else text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._pattern is not None:
+            record.msg = self.redact(record.getMessage())
+            record.args = None
+        return True
+
+
+REDACTOR = Redactor()
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [str(value)] if value is not None and not isinstance(value, bool) else []
+
+
+def _vault_password() -> bytes | None:
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV].encode()
+    password_file = os.environ.get(PASSWORD_FILE_ENV)
+    if password_file:
+        try:
+            return Path(password_file).read_bytes().strip()
+        except OSError as exc:
+            msg = f"{PASSWORD_FILE_ENV}={password_file}: cannot read: {exc.strerror}"
+            raise EnvironmentMissing(msg) from exc
+    return None
+
+
+def load_site_secrets(site_dir: Path) -> dict[str, Any]:
+    """Decrypt `secrets.yaml` beside the site file; {} when the site has none."""
+    path = site_dir / "secrets.yaml"
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    if not is_encrypted(raw):
+        msg = (
+            f"{path}: secrets must be vault-encrypted, never kept in clear; "
+            f"run: ansible-vault encrypt {path}"
+        )
+        raise BadInput(msg)
+    password = _vault_password()
+    if password is None:
+        msg = f"{path} is encrypted; set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}"
+        raise EnvironmentMissing(msg)
+    try:
+        plain = VaultLib([("default", VaultSecret(password))]).decrypt(raw)
+    except Exception as exc:  # ansible raises AnsibleError subclasses of many kinds
+        msg = f"{path}: cannot decrypt with the given vault password"
+        raise BadInput(msg) from exc
+    data = yaml.safe_load(plain) or {}
+    if not isinstance(data, dict):
+        msg = f"{path}: the decrypted secrets must be a mapping of names to values"
+        raise BadInput(msg)
+    REDACTOR.add(data)
+    log.debug("loaded %d secrets from %s", len(data), path)
+    return data
