@@ -1,0 +1,272 @@
+"""Data of a validation run: the target, the suite, waivers and per-check results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from blueprint.errors import BadInput, ExitCode
+
+log = logging.getLogger(__name__)
+
+# Layers a check may belong to, in the order the report shows them.
+KNOWN_LAYERS = (
+    "hardware",
+    "os",
+    "security",
+    "runtime",
+    "gpu",
+    "kubernetes",
+    "storage",
+    "ai",
+)
+
+# A check layer that is deployed as part of another blueprint layer.
+LAYER_DEPLOYED_BY = {"security": "os"}
+
+CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+DEFAULT_TIMEOUT = 60.0
+
+
+def layer_of(check_id: str) -> str:
+    """The layer of a check: the first part of its id."""
+    return check_id.split(".", 1)[0]
+
+
+class Status(enum.StrEnum):
+    """Outcome of one check on one node."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    NOT_APPLICABLE = "not_applicable"
+    WAIVED = "waived"
+
+
+class Verdict(enum.StrEnum):
+    """Outcome of a whole validation run."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """One node to validate, as the site names it."""
+
+    name: str
+    address: str
+    ssh_user: str
+    node_roles: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A site's explicit acceptance of one failing check (on one node, or on all when None)."""
+
+    check: str
+    node: str | None
+    reason: str
+    expires: dt.date
+
+    def matches(self, check_id: str, node: str) -> bool:
+        return self.check == check_id and self.node in (None, node)
+
+    def expired(self, today: dt.date) -> bool:
+        return today > self.expires
+
+
+@dataclass(frozen=True)
+class ValidationTarget:
+    """What to validate: built by the orchestration code from the site and its blueprint.
+
+    `ssh_config` is an OpenSSH client config with one Host block per node name (HostName,
+    User, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking yes, ControlMaster/Path/
+    Persist). Nothing from the site's vault belongs here.
+    """
+
+    site_name: str
+    blueprint_layers: list[str]
+    suite_file: Path
+    nodes: list[NodeTarget]
+    ssh_config: Path
+    waivers: list[Waiver] = field(default_factory=list)
+
+
+class SuiteCheck(BaseModel):
+    """One entry of a suite file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    mandatory: bool
+    show_stopper: bool = False
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=3600)
+
+    @field_validator("id")
+    @classmethod
+    def _known_id(cls, value: str) -> str:
+        if not CHECK_ID.match(value):
+            msg = f"check id '{value}' is not of the form <layer>.<name>[.<name>...]"
+            raise ValueError(msg)
+        if layer_of(value) not in KNOWN_LAYERS:
+            msg = f"layer '{layer_of(value)}' is not known; use one of {', '.join(KNOWN_LAYERS)}"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def layer(self) -> str:
+        return layer_of(self.id)
+
+    @property
+    def counts_for_verdict(self) -> bool:
+        return self.mandatory or self.show_stopper
+
+
+class Suite(BaseModel):
+    """A blueprint's validation suite: which checks run, and which of them must pass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    checks: list[SuiteCheck]
+
+    @field_validator("checks")
+    @classmethod
+    def _unique(cls, value: list[SuiteCheck]) -> list[SuiteCheck]:
+        seen: set[str] = set()
+        for check in value:
+            if check.id in seen:
+                msg = f"check '{check.id}' is listed twice"
+                raise ValueError(msg)
+            seen.add(check.id)
+        return value
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and check a suite file; a bad file raises BadInput naming the file and field."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"{path}: cannot read the suite file: {exc.strerror}"
+        raise BadInput(msg) from exc
+    except yaml.YAMLError as exc:
+        msg = f"{path}: not valid YAML: {exc}"
+        raise BadInput(msg) from exc
+
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "(top)"
+            where = _name_entry(data, error["loc"], where)
+            problems.append(f"{path}: {where}: {error['msg']}")
+        raise BadInput("\n".join(problems)) from exc
+
+
+def _name_entry(data: Any, loc: tuple[int | str, ...], where: str) -> str:
+    # "checks.3.mandatory" reads better as "checks[3] (os.swap_off).mandatory".
+    if len(loc) >= 2 and loc[0] == "checks" and isinstance(loc[1], int):
+        try:
+            check_id = data["checks"][loc[1]]["id"]
+        except (KeyError, IndexError, TypeError):
+            return where
+        rest = ".".join(str(part) for part in loc[2:])
+        return f"checks[{loc[1]}] ({check_id})" + (f".{rest}" if rest else "")
+    return where
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """A command a check ran on a node, with what it printed."""
+
+    command: str
+    rc: int | None
+    stdout: str
+    stderr: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CommandRecord:
+        return cls(
+            command=str(data.get("command", "")),
+            rc=data.get("rc"),
+            stdout=str(data.get("stdout", "")),
+            stderr=str(data.get("stderr", "")),
+        )
+
+
+@dataclass
+class CheckResult:
+    """The result of one check on one node, after waivers are applied."""
+
+    check_id: str
+    node: str
+    status: Status
+    mandatory: bool
+    show_stopper: bool = False
+    duration: float = 0.0
+    message: str = ""
+    commands: list[CommandRecord] = field(default_factory=list)
+    # Before a waiver turned it into `waived` (or an expired one left it as it was).
+    raw_status: Status | None = None
+    waiver: Waiver | None = None
+    waiver_expired: bool = False
+
+    @property
+    def layer(self) -> str:
+        return layer_of(self.check_id)
+
+    @property
+    def counts_for_verdict(self) -> bool:
+        return self.mandatory or self.show_stopper
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where the run's outputs were written."""
+
+    junit: list[Path]
+    json: Path
+    html: Path
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of `run_validation`."""
+
+    site_name: str
+    suite_name: str
+    started: dt.datetime
+    finished: dt.datetime
+    verdict: Verdict
+    results: list[CheckResult]
+    waivers: list[Waiver]
+    paths: ReportPaths
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.verdict is Verdict.PASSED:
+            return ExitCode.OK
+        return ExitCode.VALIDATION_FAILED
+
+    def failed_checks(self) -> set[tuple[str, str]]:
+        """(check id, node) of every result that failed (waived ones excluded)."""
+        return {(r.check_id, r.node) for r in self.results if r.status is Status.FAILED}
+
+    def errored_checks(self) -> set[tuple[str, str]]:
+        """(check id, node) of every result that could not be decided."""
+        return {(r.check_id, r.node) for r in self.results if r.status is Status.ERROR}
+
+    def by_status(self, status: Status) -> set[tuple[str, str]]:
+        return {(r.check_id, r.node) for r in self.results if r.status is status}

@@ -1,0 +1,296 @@
+"""Run a blueprint's validation suite against a site's nodes and decide the verdict.
+
+Checks are pytest + testinfra functions in `validation/checks/`. Each node gets its own pytest
+subprocess (in parallel threads), connected over SSH with the caller's client config; a small
+plugin (`blueprint.validate.plugin`) records one result per check. The verdict is computed here
+from those results, never from pytest's exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blueprint.errors import BadInput
+from blueprint.validate.model import (
+    LAYER_DEPLOYED_BY,
+    CheckResult,
+    CommandRecord,
+    NodeTarget,
+    ReportPaths,
+    Status,
+    Suite,
+    SuiteCheck,
+    ValidationReport,
+    ValidationTarget,
+    load_suite,
+)
+from blueprint.validate.report import write_outputs
+from blueprint.validate.verdict import apply_waivers, compute_verdict, waiver_states
+
+log = logging.getLogger(__name__)
+
+CHECKS_DIR = Path(__file__).resolve().parents[2] / "validation" / "checks"
+SSH_CONNECT_TIMEOUT = 10
+
+
+@dataclass
+class NodeRun:
+    """What one node's pytest run left behind."""
+
+    node: str
+    reachable: bool
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    collected: set[str] = field(default_factory=set)
+    problem: str = ""
+    commands: list[CommandRecord] = field(default_factory=list)
+
+
+def run_validation(
+    target: ValidationTarget,
+    out_dir: Path,
+    *,
+    layers: list[str] | None = None,
+    checks: list[str] | None = None,
+    checks_dir: Path = CHECKS_DIR,
+    today: dt.date | None = None,
+) -> ValidationReport:
+    """Validate the target's nodes with its suite; write JUnit, JSON and HTML into `out_dir`."""
+    started = dt.datetime.now(dt.UTC)
+    today = today or started.date()
+    suite = load_suite(target.suite_file)
+    selected = select_checks(suite, layers=layers, checks=checks)
+
+    # A check of a layer this blueprint does not deploy is not applicable, never passed.
+    applicable = [c for c in selected if is_applicable(c.layer, target.blueprint_layers)]
+    log.info(
+        "Validating site %s: %d checks on %d nodes (%d not applicable)",
+        target.site_name,
+        len(applicable),
+        len(target.nodes),
+        len(selected) - len(applicable),
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = out_dir / "nodes"
+    work_dir.mkdir(exist_ok=True)
+    try:
+        runs = _run_nodes(target, applicable, work_dir, checks_dir)
+    finally:
+        _close_connections(target)
+
+    results = merge_results(target, selected, applicable, runs)
+    apply_waivers(results, target.waivers, today)
+    verdict = compute_verdict(results)
+
+    report = ValidationReport(
+        site_name=target.site_name,
+        suite_name=suite.name,
+        started=started,
+        finished=dt.datetime.now(dt.UTC),
+        verdict=verdict,
+        results=results,
+        waivers=list(target.waivers),
+        paths=ReportPaths(junit=[], json=out_dir / "summary.json", html=out_dir / "report.html"),
+    )
+    report.paths = write_outputs(report, waiver_states(results, target.waivers, today), out_dir)
+    log.info("Validation of %s: %s (report %s)", target.site_name, verdict, report.paths.html)
+    return report
+
+
+def is_applicable(check_layer: str, blueprint_layers: Sequence[str]) -> bool:
+    return LAYER_DEPLOYED_BY.get(check_layer, check_layer) in blueprint_layers
+
+
+def select_checks(
+    suite: Suite, *, layers: list[str] | None, checks: list[str] | None
+) -> list[SuiteCheck]:
+    """The suite entries the caller asked for; an unknown name is bad input."""
+    known = {c.id for c in suite.checks}
+    unknown = sorted(set(checks or []) - known)
+    if unknown:
+        msg = f"check {', '.join(unknown)} is not in suite {suite.name}; use one of: "
+        raise BadInput(msg + ", ".join(sorted(known)))
+    suite_layers = {c.layer for c in suite.checks}
+    unknown = sorted(set(layers or []) - suite_layers)
+    if unknown:
+        msg = f"layer {', '.join(unknown)} has no check in suite {suite.name}; use one of: "
+        raise BadInput(msg + ", ".join(sorted(suite_layers)))
+
+    selected = list(suite.checks)
+    if layers:
+        selected = [c for c in selected if c.layer in layers]
+    if checks:
+        selected = [c for c in selected if c.id in checks]
+    return selected
+
+
+def _run_nodes(
+    target: ValidationTarget, applicable: list[SuiteCheck], work_dir: Path, checks_dir: Path
+) -> dict[str, NodeRun]:
+    if not applicable or not target.nodes:
+        return {}
+    selection = {c.id: {"timeout": c.timeout, "show_stopper": c.show_stopper} for c in applicable}
+    select_file = work_dir / "selection.json"
+    select_file.write_text(json.dumps(selection, indent=2), encoding="utf-8")
+    # The whole node's run may take every check's timeout, plus pytest's start-up.
+    budget = sum(c.timeout for c in applicable) + 60
+
+    with ThreadPoolExecutor(max_workers=len(target.nodes)) as pool:
+        futures = {
+            node.name: pool.submit(
+                _run_node, target, node, select_file, work_dir, checks_dir, budget
+            )
+            for node in target.nodes
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+def ssh_command(target: ValidationTarget, node: NodeTarget, *args: str) -> list[str]:
+    return ["ssh", "-F", str(target.ssh_config), "-o", "BatchMode=yes", *args, node.name]
+
+
+def _run_node(
+    target: ValidationTarget,
+    node: NodeTarget,
+    select_file: Path,
+    work_dir: Path,
+    checks_dir: Path,
+    budget: float,
+) -> NodeRun:
+    # Reachability first: an unreachable node reports every check as error, with the reason.
+    probe = [*ssh_command(target, node, "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}"), "true"]
+    try:
+        reach = subprocess.run(
+            probe, capture_output=True, text=True, timeout=SSH_CONNECT_TIMEOUT + 20
+        )
+        rc: int | None = reach.returncode
+        stdout, stderr = reach.stdout, reach.stderr
+    except subprocess.TimeoutExpired:
+        rc, stdout, stderr = None, "", "no answer within the connect timeout"
+    record = CommandRecord(shlex.join(probe), rc, stdout, stderr)
+    if rc != 0:
+        last = stderr.strip().splitlines()[-1:] or [f"exit {rc}"]
+        log.warning("Node %s is not reachable over SSH: %s", node.name, last[0])
+        return NodeRun(node.name, False, problem=f"node unreachable: {last[0]}", commands=[record])
+
+    results_file = work_dir / f"results-{node.name}.json"
+    command = pytest_command(target, node, select_file, results_file, work_dir, checks_dir)
+    log.debug("run: %s", shlex.join(command))
+    try:
+        run = subprocess.run(
+            command, capture_output=True, text=True, timeout=budget, cwd=checks_dir
+        )
+        (work_dir / f"pytest-{node.name}.log").write_text(run.stdout + run.stderr)
+        exit_note = f"pytest exited {run.returncode}"
+    except subprocess.TimeoutExpired:
+        exit_note = f"pytest did not finish within {budget:g} s and was stopped"
+
+    if not results_file.exists():
+        return NodeRun(node.name, True, problem=f"no results recorded ({exit_note})")
+    data = json.loads(results_file.read_text(encoding="utf-8"))
+    return NodeRun(
+        node.name,
+        True,
+        results={r["id"]: r for r in data["results"]},
+        collected=set(data["collected"]),
+        problem=f"no result recorded ({exit_note})",
+    )
+
+
+def pytest_command(
+    target: ValidationTarget,
+    node: NodeTarget,
+    select_file: Path,
+    results_file: Path,
+    work_dir: Path,
+    checks_dir: Path,
+) -> list[str]:
+    """The pytest command line of one node's run."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(checks_dir),
+        "-c",
+        str(checks_dir / "pytest.ini"),
+        "--rootdir",
+        str(checks_dir),
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "blueprint.validate.plugin",
+        "-q",
+        f"--hosts=ssh://{node.name}",
+        f"--ssh-config={target.ssh_config}",
+        f"--junitxml={work_dir / f'pytest-{node.name}.xml'}",
+        f"--bp-select={select_file}",
+        f"--bp-results={results_file}",
+        f"--bp-node={node.name}",
+    ]
+
+
+def merge_results(
+    target: ValidationTarget,
+    selected: list[SuiteCheck],
+    applicable: list[SuiteCheck],
+    runs: dict[str, NodeRun],
+) -> list[CheckResult]:
+    """One result per selected check per node, in suite order."""
+    applicable_ids = {c.id for c in applicable}
+    results = []
+    for check in selected:
+        for node in target.nodes:
+            result = CheckResult(
+                check_id=check.id,
+                node=node.name,
+                status=Status.NOT_APPLICABLE,
+                mandatory=check.mandatory,
+                show_stopper=check.show_stopper,
+            )
+            if check.id not in applicable_ids:
+                layers = ", ".join(target.blueprint_layers) or "none"
+                result.message = f"layer '{check.layer}' is not deployed by this blueprint "
+                result.message += f"(its layers: {layers})"
+            else:
+                _fill_from_run(result, runs[node.name])
+            results.append(result)
+    return results
+
+
+def _fill_from_run(result: CheckResult, run: NodeRun) -> None:
+    recorded = run.results.get(result.check_id)
+    if not run.reachable:
+        result.status = Status.ERROR
+        result.message = run.problem
+        result.commands = list(run.commands)
+    elif recorded is not None:
+        result.status = Status(recorded["outcome"])
+        result.duration = float(recorded.get("duration", 0.0))
+        result.message = str(recorded.get("message", ""))
+        result.commands = [CommandRecord.from_json(c) for c in recorded.get("commands", [])]
+    elif run.collected and result.check_id not in run.collected:
+        result.status = Status.ERROR
+        result.message = "no check with this id exists in validation/checks"
+    else:
+        result.status = Status.ERROR
+        result.message = run.problem
+
+
+def _close_connections(target: ValidationTarget) -> None:
+    # testinfra leaves one SSH master per node (ControlPersist); close them now.
+    for node in target.nodes:
+        command = ssh_command(target, node, "-O", "exit")
+        try:
+            subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("Could not close the SSH connection to %s", node.name)
