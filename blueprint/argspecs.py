@@ -50,6 +50,12 @@ def _check_value(role: str, name: str, value: Any) -> str | None:
     spec.pop("description", None)
     validator = ArgumentSpecValidator({name: spec})
     result = validator.validate({name: value})
-    if result.error_messages:
-        return f"{result.error_messages[0]} (role {role})"
-    return None
+    if not result.error_messages:
+        return None
+    expected = str(spec.get("type", "str"))
+    if "elements" in spec:
+        expected += f" of {spec['elements']}"
+    choices = spec.get("choices")
+    if choices:
+        expected += f" (one of {', '.join(map(str, choices))})"
+    return f"expected {expected}, got {value!r} (role {role}, meta/argument_specs.yml)"

@@ -102,13 +102,21 @@ def _validate(model: type[M], loaded: LoadedYaml, context: dict[str, Any] | None
         return model.model_validate(loaded.data, context=context)
     except pydantic.ValidationError as exc:
         errors = sorted(exc.errors(), key=lambda err: loaded.line_of(err["loc"]))
-        lines = [_line(loaded, err["loc"], _describe(model, err)) for err in errors]
+        lines = [_line(loaded, err["loc"], _describe(model, err), _where_loc(err))
+                 for err in errors]
         raise BadInput("\n".join(lines)) from None
 
 
-def _line(loaded: LoadedYaml, loc: FieldPath, message: str) -> str:
+def _where_loc(err: ErrorDetails) -> FieldPath:
+    """Errors about a key itself (unknown, missing) are told at the mapping that holds it."""
+    loc = tuple(err["loc"])
+    return loc[:-1] if err["type"] in ("extra_forbidden", "missing") else loc
+
+
+def _line(loaded: LoadedYaml, loc: FieldPath, message: str,
+          where_loc: FieldPath | None = None) -> str:
     """`file:line: where: message`, where is `node NAME` for node fields."""
-    where = _where(loaded.data, loc)
+    where = _where(loaded.data, loc if where_loc is None else where_loc)
     prefix = f"{loaded.path}:{loaded.line_of(loc)}"
     return f"{prefix}: {where}: {message}" if where else f"{prefix}: {message}"
 

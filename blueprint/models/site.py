@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, IPvAnyAddress, IPvAnyNetwork, ValidationInfo, field_validator, model_validator
 
 from blueprint.models.blueprint import NodeRoleName
 from blueprint.models.common import StrictModel
@@ -97,7 +97,7 @@ class Node(StrictModel):
     """One machine of the site."""
 
     name: str
-    address: IPAddress
+    address: IPvAnyAddress
     roles: list[NodeRoleName] = Field(min_length=1)
     ssh: NodeSsh | None = None
     bmc: Bmc | None = None
@@ -116,7 +116,7 @@ class Node(StrictModel):
 class Network(StrictModel):
     """Addressing and the ways out that the nodes use."""
 
-    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    subnet: IPvAnyNetwork | None = None
     http_proxy: str | None = None
     https_proxy: str | None = None
     no_proxy: list[str] = Field(default_factory=list)

@@ -1,0 +1,46 @@
+"""The command line: version, schema, and one line per expected error with its exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BAD = Path(__file__).parent / "models" / "bad_sites"
+
+
+def blueprint(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "blueprint.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def test_version() -> None:
+    done = blueprint("--version")
+    assert done.returncode == 0
+    assert "0.1.0" in done.stdout
+
+
+def test_schema_is_json_schema_of_the_site() -> None:
+    done = blueprint("schema", "site")
+    schema = json.loads(done.stdout)
+    assert schema["additionalProperties"] is False
+    assert {"name", "blueprint", "nodes"} <= set(schema["required"])
+
+
+def test_bad_site_prints_one_line_and_exits_2() -> None:
+    site = BAD / "unknown-role.yaml"
+    done = blueprint("plan", str(site))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {site}:12: node edge-2: roles[0]: 'gpus' is not known; "
+        "use one of control-plane, worker, gpu, storage"
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_every_verb_has_help() -> None:
+    for verb in ("plan", "deploy", "runs", "schema"):
+        done = blueprint(verb, "--help")
+        assert done.returncode == 0, verb
+        assert "Usage:" in done.stdout

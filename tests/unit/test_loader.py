@@ -1,0 +1,53 @@
+"""Good site files load, and what they say reaches the rendered inventory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from blueprint.inventory import render_inventory
+from blueprint.loader import load_site
+from blueprint.state import StateDir
+
+SITES = Path(__file__).parent / "fixtures" / "sites"
+
+
+def test_registry_mirror_mapping_is_normalised_to_the_list_form() -> None:
+    loaded = load_site(SITES / "registry-mirror-mapping.yaml")
+    mirrors = loaded.site.artifacts.registry_mirrors
+    assert [(m.registry, m.endpoints, m.skip_verify) for m in mirrors] == [
+        ("repo.example.internal:5000", ["http://repo.example.internal:5000"], False)
+    ]
+
+
+def test_full_site_renders_inventory_groups_and_role_variables(tmp_path: Path) -> None:
+    loaded = load_site(SITES / "full.yaml")
+    state = StateDir.for_site(loaded.site_dir, tmp_path / "state")
+
+    inventory_dir = render_inventory(loaded, state)
+
+    hosts = yaml.safe_load((inventory_dir / "hosts.yml").read_text())["all"]
+    assert hosts["hosts"]["edge-1"]["ansible_host"] == "10.20.0.11"
+    assert hosts["hosts"]["edge-1"]["ansible_user"] == "deploy"
+    assert hosts["hosts"]["edge-2"]["ansible_user"] == "root"
+    assert sorted(hosts["children"]["control_plane"]["hosts"]) == ["edge-1"]
+    assert sorted(hosts["children"]["worker"]["hosts"]) == ["edge-1", "edge-2"]
+    assert sorted(hosts["children"]["gpu"]["hosts"]) == ["edge-2"]
+    variables = yaml.safe_load((inventory_dir / "group_vars" / "all.yml").read_text())
+    assert variables["os_baseline_apt_proxy"] == "http://10.20.0.1:3142"
+    assert variables["os_baseline_http_proxy"] == "http://proxy.example:3128"
+    assert variables["os_baseline_installer_user"] == "deploy"
+    assert variables["os_baseline_admin_user"] == "edgeops"
+    assert variables["os_baseline_admin_authorized_keys"] == [
+        (SITES / "good_key.pub").read_text().strip()
+    ]
+    assert variables["os_baseline_extra_packages"] == ["htop"]
+    assert variables["container_runtime_registry_mirrors"] == [
+        {"registry": "docker.io", "endpoints": ["https://registry.example:5000"],
+         "skip_verify": False}
+    ]
+    ssh_config = (state.root / "ssh_config").read_text()
+    assert "Host edge-2 10.20.0.12" in ssh_config
+    assert "StrictHostKeyChecking yes" in ssh_config
+    assert "ProxyJump ops@jump.example:2222" in ssh_config
