@@ -1,0 +1,138 @@
+"""The validation checks against real lab nodes (systemd-nspawn containers), over SSH.
+
+Uses the session fixture `lab` (tests/integration/conftest.py): `.name`, `.site_dir` (with
+`lab_ed25519` and `known_hosts`) and `.nodes` (each with `.name` and `.address`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blueprint.errors import ExitCode
+from blueprint.validate import (
+    NodeTarget,
+    Status,
+    ValidationReport,
+    ValidationTarget,
+    run_validation,
+)
+from blueprint.validate.sshconfig import write_ssh_config
+
+pytestmark = pytest.mark.lab
+
+SUITES = Path(__file__).resolve().parents[2] / "validation" / "suites"
+
+# What a lab node is before any role ran: Debian minbase with sshd, no containerd.
+FRESH_FAILURES_PER_NODE = {
+    "os.sysctl.net_ipv4_ip_forward",
+    "os.journald_limit",
+    "security.ssh.password_auth_off",
+    "runtime.containerd.active",
+    "runtime.containerd.enabled",
+    "runtime.containerd.systemd_cgroup",
+    "runtime.cri.socket",
+    "runtime.cri.plugin_loaded",
+}
+# Owned by the host kernel when the node is a container: skipped, never passed.
+HOST_OWNED = {
+    "os.sysctl.vm_overcommit_memory",
+    "os.sysctl.kernel_panic",
+    "os.sysctl.kernel_panic_on_oops",
+    "os.swap_off",
+    "os.time_sync",
+}
+
+
+def lab_target(lab: Any, tmp_path: Path, extra: list[NodeTarget] | None = None) -> ValidationTarget:
+    """A ValidationTarget for the lab, the way the orchestration code builds one for a site."""
+    site_dir = Path(lab.site_dir)
+    nodes = [
+        NodeTarget(n.name, n.address, "root", list(getattr(n, "roles", ["worker"])))
+        for n in lab.nodes
+    ] + (extra or [])
+    # Socket paths are short: keep the control folder out of pytest's long tmp_path.
+    control_dir = Path("/tmp") / f"bpv-{lab.name}"
+    config = write_ssh_config(
+        tmp_path / "ssh_config",
+        nodes,
+        identity_file=site_dir / "lab_ed25519",
+        known_hosts=site_dir / "known_hosts",
+        control_dir=control_dir,
+    )
+    return ValidationTarget(
+        site_name=lab.name,
+        blueprint_layers=["os", "runtime"],
+        suite_file=SUITES / "lab.yaml",
+        nodes=nodes,
+        ssh_config=config,
+    )
+
+
+def _deployed(target: ValidationTarget) -> list[str]:
+    """Nodes where containerd is installed: a role already ran on them."""
+    deployed = []
+    for node in target.nodes:
+        probe = ["ssh", "-F", str(target.ssh_config), node.name, "test -e /usr/bin/containerd"]
+        if subprocess.run(probe, capture_output=True, timeout=30).returncode == 0:
+            deployed.append(node.name)
+    return deployed
+
+
+@pytest.fixture(scope="module")
+def fresh_run(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> ValidationReport:
+    tmp_path = tmp_path_factory.mktemp("validate")
+    target = lab_target(lab, tmp_path)
+    deployed = _deployed(target)
+    if deployed:
+        pytest.skip(f"lab nodes {', '.join(deployed)} were deployed by an earlier test")
+    started = time.monotonic()
+    report = run_validation(target, tmp_path / "run")
+    print(f"validation of {len(target.nodes)} nodes took {time.monotonic() - started:.1f} s")
+    return report
+
+
+def test_fresh_nodes_fail_exactly_the_undeployed_checks(
+    lab: Any, fresh_run: ValidationReport
+) -> None:
+    names = [n.name for n in lab.nodes]
+    assert fresh_run.failed_checks() == {(c, n) for c in FRESH_FAILURES_PER_NODE for n in names}
+    assert fresh_run.errored_checks() == set()
+    assert fresh_run.exit_code is ExitCode.VALIDATION_FAILED
+
+
+def test_host_owned_settings_are_skipped_with_the_reason(
+    lab: Any, fresh_run: ValidationReport
+) -> None:
+    skipped = [r for r in fresh_run.results if r.status is Status.SKIPPED]
+    assert {r.check_id for r in skipped} == HOST_OWNED
+    assert all(r.message.startswith("host-owned in a container") for r in skipped)
+
+
+def test_failures_carry_command_and_output(fresh_run: ValidationReport) -> None:
+    failure = next(
+        r for r in fresh_run.results if r.check_id == "runtime.containerd.systemd_cgroup"
+    )
+    assert failure.message.startswith("seen: containerd config dump failed")
+    assert failure.commands[0].command == "containerd config dump"
+    assert "not found" in failure.commands[0].stderr
+    html = fresh_run.paths.html.read_text()
+    assert "$ containerd config dump" in html
+
+
+def test_unreachable_node_errors_on_every_check(lab: Any, tmp_path: Path) -> None:
+    # An address on the lab's subnet where nothing answers.
+    first = lab.nodes[0].address.rsplit(".", 1)[0]
+    ghost = NodeTarget("ghost", f"{first}.250", "root", ["worker"])
+    target = lab_target(lab, tmp_path, extra=[ghost])
+
+    report = run_validation(target, tmp_path / "run", layers=["security"])
+
+    ghost_results = [r for r in report.results if r.node == "ghost"]
+    assert {r.status for r in ghost_results} == {Status.ERROR}
+    assert all(r.message.startswith("node unreachable") for r in ghost_results)
+    assert report.exit_code is ExitCode.VALIDATION_FAILED
