@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -50,6 +51,7 @@ KEY_FILE = "lab_ed25519"
 KNOWN_HOSTS_FILE = "known_hosts"
 SITE_FILE = "site.yaml"
 
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 SUPERVISOR_MARK = "blueprint.lab.supervise"
 MIRROR_MARK = "apt-cacher-ng"
 
@@ -514,6 +516,10 @@ def lab_down(name: str = DEFAULT_NAME) -> None:
             if node.supervisor_pid:
                 pids.append((node.supervisor_pid, SUPERVISOR_MARK))
         stop_pids(pids)
+        for node in state.nodes:
+            # nspawn leaves an empty folder per machine here; it is this node's only trace.
+            with contextlib.suppress(OSError):
+                (NSPAWN_PROPAGATE / node.name).rmdir()
 
         # Then every mount under the lab folder, deepest first.
         folder = str(lab_dir(name)) + "/"
