@@ -222,9 +222,11 @@ def lab_up(
     site = Path(site_dir).resolve()
 
     with _lab_lock(name):
-        state = _load_or_plan(name, plan, mirror_port, site)
+        # Nothing is created, not even the state file, before the subnet is known to be free.
+        existing = _matching_state(name, plan, mirror_port, site)
+        network.check_subnet_free(plan.subnet, network.bridge_name(name))
+        state = existing or _new_state(name, plan, mirror_port, site)
         state.changes = []
-        network.check_subnet_free(plan.subnet, state.bridge)
 
         image = ensure_image()
         state.image = str(image)
@@ -262,7 +264,10 @@ def lab_up(
     return state
 
 
-def _load_or_plan(name: str, plan: network.AddressPlan, mirror_port: int, site: Path) -> LabState:
+def _matching_state(
+    name: str, plan: network.AddressPlan, mirror_port: int, site: Path
+) -> LabState | None:
+    """The lab's recorded state, refused when it was made with other settings."""
     state = load_state(name)
     if state is not None:
         wanted = (str(plan.subnet), len(plan.nodes), mirror_port, str(site))
@@ -274,8 +279,10 @@ def _load_or_plan(name: str, plan: network.AddressPlan, mirror_port: int, site: 
                 f"{wanted[2]}, {wanted[3]}: run `blueprint lab down --name {name}` first"
             )
             raise BadInput(msg)
-        return state
+    return state
 
+
+def _new_state(name: str, plan: network.AddressPlan, mirror_port: int, site: Path) -> LabState:
     state = LabState(
         name=name,
         subnet=str(plan.subnet),
