@@ -461,13 +461,17 @@ def _wait_ready(state: LabState, timeout: float) -> None:
                 del waiting[name]
         if not waiting:
             return
-        if time.monotonic() > deadline:
-            name = sorted(waiting)[0]
+        # A node whose supervisor ended will never answer: say so now, not at the timeout.
+        dead = [
+            n for n, node in waiting.items() if not pid_alive(node.supervisor_pid, SUPERVISOR_MARK)
+        ]
+        if dead or time.monotonic() > deadline:
+            name = sorted(dead or waiting)[0]
             console = node_dir(state.name, name) / "console.log"
-            tail = _tail(console, 15)
+            why = "stopped while booting" if dead else f"was not ready within {timeout:.0f} s"
             msg = (
-                f"node {name} was not ready within {timeout:.0f} s (last answer: "
-                f"{last.get(name) or 'none'}); tail of {console}:\n{tail}"
+                f"node {name} {why} (last answer: {last.get(name) or 'none'}); "
+                f"tail of {console}:\n{_tail(console, 15)}"
             )
             raise DeployFailed(msg)
         time.sleep(0.5)

@@ -4,7 +4,8 @@ Host shapes: the lab was built and tested on a host with no systemd as PID 1 and
 (CI runners and the developer machines). There nspawn needs `--register=no --keep-unit`, or it
 stops on the missing system bus. On a host with systemd as PID 1 (a laptop, cgroup v2) nspawn
 registers with systemd-machined and creates its own scope, so those two flags are left out;
-that shape was not tested here.
+that shape was not tested here. Neither was a host with cgroup v2 but without systemd as PID 1:
+nspawn then needs a cgroup subtree it may write, which `--keep-unit` assumes it already has.
 """
 
 from __future__ import annotations

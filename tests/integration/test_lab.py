@@ -143,8 +143,19 @@ def test_down_twice_and_after_a_crash(tmp_path: Path) -> None:
         lab_down(name)
         assert wait_gone(state) == []
 
-        # A crash: supervisor and nspawn killed outright, mounts and network left behind.
+        # A node that stopped is started again by the next lab up, and only it.
         state = lab_up(name, nodes=1, subnet="10.78.0.0/24", site_dir=site, mirror_port=3150)
+        node = state.nodes[0]
+        assert node.nspawn_pid
+        os.kill(node.nspawn_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while lab_status(name).nodes[0].running and time.monotonic() < deadline:
+            time.sleep(0.2)
+        again = lab_up(name, nodes=1, subnet="10.78.0.0/24", site_dir=site, mirror_port=3150)
+        assert again.changes == [f"node {node.name}"]
+
+        # A crash: supervisor and nspawn killed outright, mounts and network left behind.
+        state = again
         node = state.nodes[0]
         for pid in (node.supervisor_pid, node.nspawn_pid):
             assert pid

@@ -130,3 +130,19 @@ def test_digest_sees_contents_modes_links_but_not_volatile_paths(upper: Path) ->
 def test_digest_of_unknown_node_is_bad_input(upper: Path) -> None:
     with pytest.raises(labmod.BadInput, match="no node"):
         overlay_digest("lab", "lab-7")
+
+
+def test_preflight_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(labmod.EnvironmentMissing, match="needs root") as err:
+        labmod.preflight()
+    assert err.value.exit_code == 4
+
+
+def test_preflight_names_the_package_of_a_missing_tool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        "blueprint.proc.shutil.which", lambda tool: None if tool == "systemd-nspawn" else tool
+    )
+    with pytest.raises(labmod.EnvironmentMissing, match="apt-get install systemd-container"):
+        labmod.preflight()
