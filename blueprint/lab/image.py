@@ -18,12 +18,16 @@ log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
 VARIANT = "minbase"
+# What a freshly installed node has before the product touches it: the same set the
+# product's own unattended install puts on real hosts. python3-apt is part of it because
+# Ansible's apt module needs it to answer a plan (check mode) without installing anything.
 PACKAGES = (
     "systemd",
     "systemd-sysv",
     "dbus",
     "openssh-server",
     "python3",
+    "python3-apt",
     "iproute2",
     "iputils-ping",
     "ca-certificates",
