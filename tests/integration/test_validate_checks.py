@@ -24,6 +24,11 @@ from blueprint.validate import (
 from blueprint.validate.sshconfig import write_ssh_config
 
 pytestmark = pytest.mark.lab
+# Run before any deploy changes the shared lab's nodes (see tests/integration/conftest.py).
+LAB_STAGE = 10
+
+# Checks of fresh nodes: before the end-to-end test deploys to them.
+LAB_STAGE = 10
 
 SUITES = Path(__file__).resolve().parents[2] / "validation" / "suites"
 

@@ -55,11 +55,12 @@ def test_containerd_systemd_cgroup(node: Probe) -> None:
         expect(False, seen=f"config dump is not TOML ({exc})", expected="a TOML config")
         return
     value = None if options is None else options.get("SystemdCgroup")
+    shown = str(value).lower() if isinstance(value, bool) else "unset"
     expect(
         value is True,
         seen="no runc runtime in the CRI plugin"
         if options is None
-        else f"runc options SystemdCgroup = {value}",
+        else f"runc options SystemdCgroup = {shown}",
         expected="SystemdCgroup = true in the CRI plugin's runc options",
     )
 
