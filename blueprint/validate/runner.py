@@ -191,7 +191,12 @@ def _run_node(
             command, capture_output=True, text=True, timeout=budget, cwd=checks_dir
         )
         (work_dir / f"pytest-{node.name}.log").write_text(run.stdout + run.stderr)
+        # The last error line says why, e.g. a check module that does not import.
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("E ")]
         exit_note = f"pytest exited {run.returncode}"
+        if errors:
+            exit_note += f": {errors[-1][1:].strip()}"
+        exit_note += f"; log {work_dir / f'pytest-{node.name}.log'}"
     except subprocess.TimeoutExpired:
         exit_note = f"pytest did not finish within {budget:g} s and was stopped"
 
