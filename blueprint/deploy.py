@@ -51,7 +51,9 @@ def select_layers(loaded: LoadedSite, requested: list[str] | None) -> list[Layer
     return [layer for layer in layers if layer.name in requested]
 
 
-def preflight(loaded: LoadedSite, layers: list[Layer], state: StateDir) -> Path:
+def preflight(
+    loaded: LoadedSite, layers: list[Layer], state: StateDir, *, check: bool = False
+) -> Path:
     """Everything that can stop a run, checked before the first change; returns inventory."""
     # Tools on the controller.
     require_tool("ssh", "openssh-client")
@@ -78,14 +80,20 @@ def preflight(loaded: LoadedSite, layers: list[Layer], state: StateDir) -> Path:
 
     # Every node answers SSH with the host key pinned for it.
     inventory_dir = render_inventory(loaded, state)
-    check_nodes_reachable(loaded.site.nodes, state.root / "ssh_config")
+    check_nodes_reachable(loaded.site.nodes, state.root / "ssh_config", for_plan=check)
     return inventory_dir
 
 
-def check_nodes_reachable(nodes: list[Node], ssh_config: Path) -> None:
+# A plan runs Ansible's apt module in check mode, which needs python3-apt on the node and
+# will not install it then; a deploy installs it by itself.
+PLAN_PROBE = "python3 -c 'import apt_pkg'"
+
+
+def check_nodes_reachable(nodes: list[Node], ssh_config: Path, *, for_plan: bool = False) -> None:
     """Open one SSH session per node in parallel; a changed host key stops the run."""
     def probe(node: Node) -> str | None:
-        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlMaster=no", node.name, "true"]
+        command = PLAN_PROBE if for_plan else "true"
+        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlMaster=no", node.name, command]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
@@ -93,6 +101,11 @@ def check_nodes_reachable(nodes: list[Node], ssh_config: Path) -> None:
         if done.returncode == 0:
             return None
         err = done.stderr
+        if done.returncode != 255 and for_plan:
+            return (
+                f"node {node.name}: python3-apt is missing, and a plan needs it to read the "
+                "package state; install it with the OS or run deploy --layer os_baseline"
+            )
         if "IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
             return (
                 f"node {node.name} ({node.address}): host key does not match the pinned one; "
@@ -122,7 +135,7 @@ def deploy(
     outcome = DeployOutcome(run_id=new_run_id(verb))
 
     with state.lock():
-        inventory_dir = preflight(loaded, layers, state)
+        inventory_dir = preflight(loaded, layers, state, check=check)
         run_dir = state.run_dir(outcome.run_id)
         outcome.run_dir = run_dir
         run_log = attach_run_log(run_dir / "blueprint.log")

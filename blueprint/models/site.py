@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, IPvAnyAddress, IPvAnyNetwork, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from blueprint.models.blueprint import NodeRoleName
 from blueprint.models.common import StrictModel

@@ -21,9 +21,25 @@ from blueprint.lab import LabState, NodeState, lab_down, lab_up
 from blueprint.lab.lab import ssh_command
 from blueprint.lab.network import bridge_name, list_netns
 
-LAB_NAME = "bpt"
+# Two test sessions on one machine (two checkouts, or CI beside a developer) each set their own.
+LAB_NAME = os.environ.get("BLUEPRINT_TEST_LAB", "bpt")
 LAB_NODES = 3
-LAB_SUBNET = "10.79.0.0/24"
+LAB_SUBNET = os.environ.get("BLUEPRINT_TEST_SUBNET", "10.79.0.0/24")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast tests first, then lab tests by their module's LAB_STAGE (default 50).
+
+    The session shares one lab, so order matters: checks of fresh nodes run before the
+    first deploy changes them.
+    """
+    def stage(item: pytest.Item) -> tuple[int, int]:
+        if item.get_closest_marker("lab") is None:
+            return (0, 0)
+        module = getattr(item, "module", None)
+        return (1, int(getattr(module, "LAB_STAGE", 50)))
+
+    items.sort(key=stage)
 
 
 def lab_skip_reason() -> str | None:

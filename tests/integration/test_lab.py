@@ -20,6 +20,9 @@ from blueprint.lab.lab import load_state
 
 pytestmark = pytest.mark.lab
 
+# Runs first: the lab itself, before anything is deployed to it.
+LAB_STAGE = 0
+
 
 def test_every_node_is_its_own_machine(lab: LabHandle) -> None:
     machine_ids, host_keys = set(), set()
