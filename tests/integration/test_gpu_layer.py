@@ -39,6 +39,8 @@ from blueprint.loader import load_site
 from blueprint.paths import ROLES_DIR
 from blueprint.playbook import PlaybookResult, run_playbook
 from blueprint.state import StateDir
+from blueprint.validate import NodeTarget, ValidationTarget, run_validation
+from blueprint.validate.sshconfig import write_ssh_config
 
 pytestmark = pytest.mark.lab
 
@@ -463,26 +465,35 @@ def test_stand_in_headers_satisfy_the_node_preflight(
     assert facts["plan"]["flavour"] == "open"
 
 
-def test_stand_in_toolkit_writes_the_runtime_fragment_that_survives_a_runtime_rerun(
+@pytest.fixture(scope="module")
+def stand_in_toolkit(
     gpu_lab: GpuLab, stand_in_gpu: str, stand_in_repo: StandInRepo
-) -> None:
+) -> dict[str, dict[str, Any]]:
+    """The GPU layer run on node 3: stand-in nvidia-smi verified, stand-in toolkit installed."""
     node = stand_in_gpu
     _put(gpu_lab, node, "/usr/local/bin/nvidia-smi", STAND_IN_NVIDIA_SMI)
     host_vars = {node: _toolkit_vars(stand_in_repo)}
-
-    # The GPU layer: verify the (stand-in) driver, install the (stand-in) toolkit.
     first = gpu_lab.run("gpu", host_vars, limit=node)
     assert first.ok, log(first)
     assert changed(first, node) > 0
+    return host_vars
+
+
+def test_stand_in_toolkit_writes_the_runtime_fragment_that_survives_a_runtime_rerun(
+    gpu_lab: GpuLab, stand_in_gpu: str, stand_in_toolkit: dict[str, dict[str, Any]]
+) -> None:
+    node = stand_in_gpu
     fragment = gpu_lab.lab.ssh(node, "cat /etc/containerd/blueprint.d/50-nvidia-runtime.toml")
     assert "runtimes.nvidia]" in fragment.stdout
     dump = gpu_lab.lab.ssh(node, "containerd config dump").stdout
     assert "runtimes.nvidia]" in dump and "/usr/bin/nvidia-container-runtime" in dump
     cdi = yaml.safe_load(gpu_lab.lab.ssh(node, "cat /etc/cdi/nvidia.yaml").stdout)
     assert {"0", "all"} - {d["name"] for d in cdi["devices"]} == {"all"}
+    record = json.loads(gpu_lab.lab.ssh(node, "cat /etc/blueprint/gpu-layer.json").stdout)
+    assert record["branch"] == BRANCH and record["addresses"] == ["0000:07:00.0"]
 
     # A second run of the GPU layer changes nothing.
-    second = gpu_lab.run("gpu", host_vars, limit=node)
+    second = gpu_lab.run("gpu", stand_in_toolkit, limit=node)
     assert second.ok, log(second)
     assert changed(second, node) == 0, log(second)
 
@@ -498,3 +509,49 @@ def test_stand_in_toolkit_writes_the_runtime_fragment_that_survives_a_runtime_re
         line.split()[:2] == ["io.containerd.grpc.v1", "cri"] and line.split()[-1] == "ok"
         for line in plugins.splitlines()
     )
+
+
+GPU_CHECKS = [
+    "gpu.driver.loaded",
+    "gpu.device.count",
+    "gpu.driver.version",
+    "gpu.container_toolkit.runtime",
+    "gpu.cdi.devices",
+    "gpu.persistence_mode",
+]
+
+
+def test_gpu_checks_skip_gpu_less_nodes_and_judge_the_stand_in_node(
+    gpu_lab: GpuLab, stand_in_gpu: str, stand_in_toolkit: dict[str, dict[str, Any]]
+) -> None:
+    suite = gpu_lab.work / "gpu-suite.yaml"
+    suite.write_text(
+        yaml.safe_dump(
+            {"name": "gpu-lab", "checks": [{"id": c, "mandatory": True} for c in GPU_CHECKS]}
+        )
+    )
+    lab = gpu_lab.lab
+    nodes = [NodeTarget(n.name, n.address, "root", list(n.roles)) for n in lab.nodes]
+    config = write_ssh_config(
+        gpu_lab.work / "ssh_config",
+        nodes,
+        identity_file=lab.site_dir / "lab_ed25519",
+        known_hosts=lab.site_dir / "known_hosts",
+        control_dir=Path("/tmp") / f"bpg-{lab.name}",
+    )
+    target = ValidationTarget(lab.name, ["gpu"], suite, nodes, config)
+
+    report = run_validation(target, gpu_lab.work / "validation")
+
+    status = {(r.node, r.check_id): r for r in report.results}
+    for node in gpu_lab.gpu_less:
+        for check in GPU_CHECKS:
+            result = status[(node, check)]
+            assert result.status.value == "skipped", (node, check, result.message)
+            assert "no NVIDIA GPU on this node" in result.message
+    for check in GPU_CHECKS[1:]:
+        result = status[(stand_in_gpu, check)]
+        assert result.status.value == "passed", (check, result.message)
+    # No kernel module can load in a container: the one check a stand-in cannot satisfy.
+    loaded = status[(stand_in_gpu, "gpu.driver.loaded")]
+    assert loaded.status.value == "failed" and "no /sys/module/nvidia" in loaded.message
