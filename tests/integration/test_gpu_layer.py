@@ -142,10 +142,18 @@ class GpuLab:
         *,
         limit: str | None = None,
         check: bool = False,
+        gpu_group: list[str] | None = None,
     ) -> PlaybookResult:
-        """Run a playbook with extra per-node variables, through the product's runner."""
+        """Run a playbook with extra per-node variables, through the product's runner.
+
+        `gpu_group` puts those nodes in the gpu node role's group of this run's inventory.
+        """
         inventory = self.work / f"inventory-{time.monotonic_ns()}"
         shutil.copytree(self.inventory_dir, inventory)
+        if gpu_group:
+            hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+            hosts["all"]["children"]["gpu"]["hosts"] = {node: {} for node in gpu_group}
+            (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
         (inventory / "host_vars").mkdir(exist_ok=True)
         for node, variables in (host_vars or {}).items():
             (inventory / "host_vars" / f"{node}.yml").write_text(yaml.safe_dump(variables))
@@ -202,6 +210,21 @@ def test_gpu_less_nodes_skip_with_the_reason_and_change_nothing(gpu_lab: GpuLab)
         assert gpu_lab.digest(node) == before[node], f"{node} changed on disk"
     assert "gpu layer: skip: no NVIDIA GPU (vendor 10de, class 0300 or 0302)" in log(first)
     assert "gpu toolkit skipped: no NVIDIA GPU" in log(first)
+
+
+def test_gpu_node_role_without_a_gpu_stops_before_any_change(gpu_lab: GpuLab) -> None:
+    node = gpu_lab.gpu_less[0]
+    before = gpu_lab.digest(node)
+
+    result = gpu_lab.run("gpu", limit=node, gpu_group=[node])
+
+    assert not result.ok
+    assert (
+        f"GPU layer stopped before any change on {node}: no NVIDIA GPU (vendor 10de, class "
+        "0300 or 0302) on a node of the gpu node role" in log(result)
+    )
+    assert changed(result, node) == 0
+    assert gpu_lab.digest(node) == before
 
 
 # --- (b) a stand-in GPU on the lab kernel -------------------------------------------------------

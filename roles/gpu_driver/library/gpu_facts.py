@@ -725,6 +725,8 @@ def gather(params: dict[str, Any]) -> dict[str, Any]:
             distribution_branch=driver_branch(driver_candidate or ""),
             distribution_open_package=open_candidate is not None,
         )
+    if not lspci_found and facts["plan"]["action"] == "skip":
+        facts["plan"]["reason"] += " (lspci is not installed; sysfs lists no NVIDIA GPU)"
     if params.get("query_driver"):
         facts["driver"] = query_driver()
     return facts
