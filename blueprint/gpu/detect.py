@@ -26,6 +26,7 @@ class Gpu:
     open_kernel_modules: OpenKernelModules | None
     first_branch: int | None
     last_branch: int | None
+    mig_capable: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def detect(lspci_text: str, branch: int) -> Detection:
             open_kernel_modules=g["open_kernel_modules"],
             first_branch=g["first_branch"],
             last_branch=g["last_branch"],
+            mig_capable=bool(g["mig_capable"]),
         )
         for g in facts["gpus"]
     )
@@ -188,4 +190,5 @@ def _gpu_dict(gpu: Gpu) -> dict[str, Any]:
         "open_kernel_modules": gpu.open_kernel_modules,
         "first_branch": gpu.first_branch,
         "last_branch": gpu.last_branch,
+        "mig_capable": gpu.mig_capable,
     }

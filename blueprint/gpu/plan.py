@@ -20,6 +20,7 @@ class DriverChoice:
     branch: int
     flavour: Flavour | Literal["auto"] = "auto"
     require_gpu: bool = False
+    mig: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def decide(detection: Detection, choice: DriverChoice, node: NodeState) -> Outco
         kernel=node.kernel,
         distribution_branch=node.distribution_branch,
         distribution_open_package=node.distribution_open_package,
+        mig=choice.mig,
     )
     return Outcome(
         action=cast(Action, result["action"]),

@@ -67,6 +67,10 @@ options:
     description: Also run nvidia-smi and report the GPUs the loaded driver sees.
     type: bool
     default: false
+  mig:
+    description: MIG is wanted on this node; a GPU model without MIG stops the layer.
+    type: bool
+    default: false
 """
 
 RETURN = r"""
@@ -156,6 +160,11 @@ _BRANCHES_BY_GENERATION: dict[str, tuple[int | None, int | None]] = {
 # Chips whose first branch differs from their generation's.
 _FIRST_BRANCH_BY_CHIP = {"GA100": 450, "GB110": 580}
 
+# Chips with Multi-Instance GPU: the A100/A30 (GA100), H100/H200/GH200 (GH100) and B200/B300
+# (GB100, GB110); among other chips only the RTX PRO 6000 Blackwell boards have it.
+_MIG_CHIPS = ("GA100", "GH100", "GB100", "GB110")
+_MIG_NAMES = ("RTX PRO 6000 BLACKWELL",)
+
 SB_ENABLED = "enabled"
 SB_DISABLED = "disabled"
 SB_UNSUPPORTED = "unsupported"  # legacy BIOS boot: no Secure Boot at all
@@ -241,6 +250,12 @@ def branch_range(gen: str | None, name: str) -> tuple[int | None, int | None]:
     return (first, last)
 
 
+def mig_capable(name: str) -> bool:
+    """Whether the GPU offers Multi-Instance GPU, from its chip and board name."""
+    code = chip(name)
+    return (code is not None and code in _MIG_CHIPS) or any(n in name.upper() for n in _MIG_NAMES)
+
+
 def combine_open(answers: list[str | None]) -> str | None:
     """The most restrictive answer of several GPUs of one node.
 
@@ -304,6 +319,7 @@ def detect_gpus(lspci_text: str, branch: int) -> dict[str, Any]:
                 "open_kernel_modules": answers[-1],
                 "first_branch": first,
                 "last_branch": last,
+                "mig_capable": mig_capable(name),
             }
         )
     combined = combine_open(answers) if gpus else None
@@ -434,6 +450,7 @@ def decide(
     kernel: str = "",
     distribution_branch: int | None = None,
     distribution_open_package: bool = True,
+    mig: bool = False,
 ) -> dict[str, Any]:
     """What the GPU layer does on a node, decided before any change.
 
@@ -461,6 +478,13 @@ def decide(
     problem = _flavour_problem(gpus, detection.get("open_kernel_modules"), chosen, branch)
     if problem is not None:
         return problem
+    without_mig = [g for g in gpus if not g.get("mig_capable")]
+    if mig and without_mig:
+        return _stop(
+            "MIG is requested but " + ", ".join(_label(g) for g in without_mig) + " has no "
+            "Multi-Instance GPU (A100, A30, H100, H200, GH200, B200, B300, RTX PRO 6000 Blackwell)",
+            "set gpu_driver_mig: false for this node, or use time-slicing instead",
+        )
 
     if source == "preinstalled":
         reason = f"driver preinstalled: verify branch {branch} ({chosen} modules expected)"
@@ -724,6 +748,7 @@ def gather(params: dict[str, Any]) -> dict[str, Any]:
             kernel=kernel,
             distribution_branch=driver_branch(driver_candidate or ""),
             distribution_open_package=open_candidate is not None,
+            mig=bool(params.get("mig")),
         )
     if not lspci_found and facts["plan"]["action"] == "skip":
         facts["plan"]["reason"] += " (lspci is not installed; sysfs lists no NVIDIA GPU)"
@@ -778,6 +803,7 @@ def main() -> None:
             "mok_cert": {"type": "str", "default": ""},
             "apt_packages": {"type": "list", "elements": "str", "default": []},
             "query_driver": {"type": "bool", "default": False},
+            "mig": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )

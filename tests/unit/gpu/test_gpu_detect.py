@@ -224,3 +224,19 @@ def test_nvidia_smi_bus_ids_match_lspci_addresses() -> None:
         for row in parse_nvidia_smi((FIXTURES / "nvidia-smi" / "two-p100.csv").read_text())
     }
     assert smi == lspci
+
+
+@pytest.mark.parametrize(
+    ("name", "capable"),
+    [
+        ("hgx-h200-8gpu", True),
+        ("hgx-h100-nvswitch", True),
+        ("synthetic-grace-hopper", True),
+        ("tesla-t4-before-driver", False),
+        ("rtx5090-audio-unnamed", False),
+        ("shared-workstation-vga-class", False),
+    ],
+)
+def test_mig_capability_follows_the_gpu_model(name: str, capable: bool) -> None:
+    text, _ = case(name)
+    assert {gpu.mig_capable for gpu in detect(text, BRANCH).gpus} == {capable}

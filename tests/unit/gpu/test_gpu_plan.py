@@ -168,6 +168,16 @@ TABLE = {
         "stop",
         says="mokutil",
     ),
+    # MIG against the GPU model
+    "mig on a t4 stops": Row(
+        T4, DriverChoice("cuda-repo", 570, mig=True), DEBIAN, "stop", says="no Multi-Instance GPU"
+    ),
+    "mig on an h200 installs": Row(
+        H200, DriverChoice("cuda-repo", 570, mig=True), DEBIAN, "install", "open"
+    ),
+    "mig on a consumer blackwell stops": Row(
+        RTX5090, DriverChoice("cuda-repo", 570, mig=True), DEBIAN, "stop", says="RTX 5090"
+    ),
     "bios boot needs no mok": Row(
         T4, DriverChoice("cuda-repo", 570), NodeState(secure_boot="unsupported"), "install", "open"
     ),
