@@ -26,7 +26,7 @@ def role_options(role: str) -> dict[str, Any]:
 
 def check_overrides(overrides: dict[str, Any], blueprint: Blueprint) -> list[tuple[str, str]]:
     """(variable, problem) for each override no role of the blueprint accepts as given."""
-    roles = [layer.role for layer in blueprint.layers if layer.role]
+    roles = [role for layer in blueprint.layers for role in layer.roles]
     owners = {name: role for role in roles for name in role_options(role)}
     problems: list[tuple[str, str]] = []
     for name, value in overrides.items():

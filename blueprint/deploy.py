@@ -60,10 +60,11 @@ def preflight(
 
     # Every requested layer can really run in this version of the product.
     for layer in layers:
-        if layer.role is None or not (ROLES_DIR / layer.role).is_dir():
+        missing = [role for role in layer.roles if not (ROLES_DIR / role).is_dir()]
+        if not layer.roles or missing:
             msg = (
-                f"layer {layer.name}: its role '{layer.role}' is not part of this version; "
-                f"deploy the other layers with --layer"
+                f"layer {layer.name}: role {', '.join(missing) or '(none)'} is not part of "
+                "this version; deploy the other layers with --layer"
             )
             raise EnvironmentMissing(msg)
         if not (PLAYBOOKS_DIR / f"{layer.name}.yml").is_file():

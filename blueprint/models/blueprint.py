@@ -26,7 +26,7 @@ class Layer(StrictModel):
     """One layer of the blueprint: the Ansible role (or stack) that builds it and its options."""
 
     name: LayerName
-    role: str | None = Field(default=None, description="Ansible role of the layer")
+    roles: list[str] = Field(default_factory=list, description="Ansible roles of the layer")
     options: dict[str, Any] = Field(default_factory=dict, description="role variables")
     versions: dict[str, str] = Field(default_factory=dict, description="pinned versions")
     validates: list[str] = Field(

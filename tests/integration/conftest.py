@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from blueprint.lab import LabState, NodeState, lab_down, lab_up
-from blueprint.lab.lab import ssh_command
+from blueprint.lab.lab import load_state, ssh_command
 from blueprint.lab.network import bridge_name, list_netns
 
 # Two test sessions on one machine (two checkouts, or CI beside a developer) each set their own.
@@ -127,6 +127,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)
+    if load_state(LAB_NAME) is not None:
+        pytest.fail(
+            f"lab {LAB_NAME} already exists: another test session may be using it; set "
+            "BLUEPRINT_TEST_LAB and BLUEPRINT_TEST_SUBNET, or run `blueprint lab down "
+            f"--name {LAB_NAME}` if it is a leftover"
+        )
     site_dir = tmp_path_factory.mktemp("lab-site")
     started = time.monotonic()
     try:

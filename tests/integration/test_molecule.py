@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lab
 LAB_STAGE = 30
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ["os_baseline", "container_runtime"]
+ROLES = ["os_baseline", "container_runtime", "gpu_driver"]
 MOLECULE_TIMEOUT = 1800
 NVIDIA_FRAGMENT = "/etc/containerd/blueprint.d/50-test-nvidia.toml"
 

@@ -121,7 +121,7 @@ def test_first_deploy_converges_every_node(lab: LabHandle, site: Path,
     history.close()
     assert last["verb"] == "deploy" and last["status"] == "ok" and last["exit_code"] == 0
     assert {(row["layer"], row["node"]) for row in rows} == {
-        (layer, node.name) for layer in ("os_baseline", "container_runtime")
+        (layer, node.name) for layer in ("os_baseline", "container_runtime", "gpu")
         for node in lab.nodes
     }
     assert all(row["failed"] == 0 and row["unreachable"] == 0 for row in rows)
