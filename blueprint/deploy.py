@@ -17,7 +17,7 @@ from blueprint.inventory import render_inventory
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
-from blueprint.playbook import PlaybookResult, run_playbook
+from blueprint.playbook import PlaybookResult, run_layers
 from blueprint.proc import require_tool
 from blueprint.progress import DeployProgress
 from blueprint.state import RunHistory, StateDir, new_run_id
@@ -170,21 +170,21 @@ def _run_layers(
 ) -> None:
     nodes = [node.name for node in loaded.site.nodes]
     assert outcome.run_dir is not None
+    names: list[str] = [layer.name for layer in layers]
+    log.info("%s layers %s on %d nodes", "Planning" if check else "Deploying",
+             ", ".join(names), len(nodes))
     with DeployProgress(console, nodes) as progress:
-        for layer in layers:
-            log.info("%s layer %s on %d nodes", "Planning" if check else "Deploying",
-                     layer.name, len(nodes))
-            progress.start_layer(layer.name)
-            result = run_playbook(
-                layer.name, inventory_dir, outcome.run_dir / "ansible", state.facts_dir,
-                check=check, on_event=progress.on_event, stock=stock,
-            )
-            outcome.results.append(result)
-            history.record_layer(outcome.run_id, layer.name, result.stats)
-            if not result.ok:
-                raise DeployFailed(_failure_message(layer.name, result))
-            if not check:
-                _mark_deployed(state, layer.name, outcome.run_id)
+        results = run_layers(
+            names, inventory_dir, outcome.run_dir, state.facts_dir, check=check,
+            on_event=progress.on_event, on_layer=progress.start_layer, stock=stock,
+        )
+    outcome.results.extend(results)
+    for result in results:
+        history.record_layer(outcome.run_id, result.playbook, result.stats)
+        if not result.ok:
+            raise DeployFailed(_failure_message(result.playbook, result))
+        if not check:
+            _mark_deployed(state, result.playbook, outcome.run_id)
 
 
 def _failure_message(layer: str, result: PlaybookResult) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import ansible_mitogen
 import ansible_runner
+import yaml
 
 from blueprint.errors import EnvironmentMissing
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -50,7 +51,7 @@ class PlaybookResult:
 
     @property
     def ok(self) -> bool:
-        return self.rc == 0 and not any(
+        return self.status != "unstarted" and not any(
             counts["failed"] or counts["unreachable"] for counts in self.stats.values()
         )
 
@@ -59,7 +60,7 @@ class PlaybookResult:
         return sum(counts["changed"] for counts in self.stats.values())
 
 
-def ansible_environment(facts_dir: Path, *, stock: bool = False) -> dict[str, str]:
+def ansible_environment(*, stock: bool = False) -> dict[str, str]:
     """Ansible settings of the product; `stock` gives Ansible's defaults for comparison."""
     bin_dir = str(Path(sys.executable).parent)
     env = {
@@ -82,10 +83,9 @@ def ansible_environment(facts_dir: Path, *, stock: bool = False) -> dict[str, st
         "ANSIBLE_STRATEGY_PLUGINS": str(strategies),
         "ANSIBLE_STRATEGY": "mitogen_linear",
         "ANSIBLE_PIPELINING": "True",
-        # Facts are cached per node in the state folder so a re-run skips most gathering.
+        # Facts are cached per node in the state folder (see run_layers) and gathered only
+        # when missing, so a re-run skips gathering.
         "ANSIBLE_GATHERING": "smart",
-        "ANSIBLE_CACHE_PLUGIN": "jsonfile",
-        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(facts_dir),
         "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "3600",
         "ANSIBLE_FORKS": "20",
     })
@@ -100,8 +100,14 @@ def playbook_path(name: str) -> Path:
     return path
 
 
-def run_playbook(
-    name: str,
+def plays_in(name: str) -> int:
+    """How many plays `playbooks/<name>.yml` has (a layer playbook imports no other)."""
+    plays = yaml.safe_load(playbook_path(name).read_text(encoding="utf-8")) or []
+    return len(plays)
+
+
+def run_layers(
+    layers: list[str],
     inventory_dir: Path,
     artifact_dir: Path,
     facts_dir: Path,
@@ -109,17 +115,38 @@ def run_playbook(
     check: bool = False,
     limit: str | None = None,
     on_event: EventHandler | None = None,
+    on_layer: Callable[[str], None] | None = None,
     stock: bool = False,
-) -> PlaybookResult:
-    """Run `playbooks/<name>.yml` on the inventory; `check` adds --check --diff."""
-    if shutil.which("ansible-playbook", path=ansible_environment(facts_dir)["PATH"]) is None:
+) -> list[PlaybookResult]:
+    """Run the layers' playbooks in one ansible-playbook run; one result per layer.
+
+    One run instead of one per layer saves Ansible's start-up, the connection set-up and
+    the fact gathering of every layer after the first. Events are told apart by play: each
+    layer playbook's plays, in order. `check` adds --check --diff.
+    """
+    if shutil.which("ansible-playbook", path=ansible_environment()["PATH"]) is None:
         msg = "ansible-playbook is not installed; run: pip install -e . (it brings ansible-core)"
         raise EnvironmentMissing(msg)
-    playbook = playbook_path(name)
-    result = PlaybookResult(playbook=name, status="unstarted", rc=-1)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    playbook = artifact_dir / "layers.yml"
+    imports = [
+        {"name": f"Layer {name}", "ansible.builtin.import_playbook": str(playbook_path(name))}
+        for name in layers
+    ]
+    playbook.write_text(yaml.safe_dump(imports, sort_keys=False), encoding="utf-8")
+    play_layers = [name for name in layers for _ in range(plays_in(name))]
+    results = {name: PlaybookResult(playbook=name, status="unstarted", rc=-1) for name in layers}
+    current: list[PlaybookResult] = []
 
     def handle(event: dict[str, Any]) -> bool:
-        _collect(result, event)
+        if event.get("event") == "playbook_on_play_start":
+            index = len(current)
+            layer = play_layers[min(index, len(play_layers) - 1)]
+            current.append(results[layer])
+            if on_layer is not None and (index == 0 or play_layers[index - 1] != layer):
+                on_layer(layer)
+        if current:
+            _collect(current[-1], event)
         if on_event is not None:
             on_event(event)
         return True
@@ -131,27 +158,32 @@ def run_playbook(
         runner = ansible_runner.run(
             private_data_dir=private,
             artifact_dir=str(artifact_dir),
-            ident=name,
+            ident="ansible",
             playbook=str(playbook),
             inventory=str(inventory_dir),
-            envvars=ansible_environment(facts_dir, stock=stock),
+            envvars=ansible_environment(stock=stock),
             cmdline=cmdline or None,
             limit=limit,
             quiet=True,
             event_handler=handle,
             suppress_env_files=True,
+            # ansible-runner sets the fact cache folder itself; an absolute path keeps it
+            # in the state folder across runs instead of in each run's artifacts.
+            fact_cache_type="jsonfile",
+            fact_cache=str(facts_dir),
         )
-    result.status = runner.status
-    result.rc = runner.rc
-    stats = runner.stats or {}
-    for key, name_ in STAT_KEYS.items():
-        for node, count in (stats.get(key) or {}).items():
-            result.stats.setdefault(node, dict.fromkeys(STAT_KEYS.values(), 0))[name_] = count
-    stdout = artifact_dir / name / "stdout"
+    stdout = artifact_dir / "ansible" / "stdout"
     if stdout.is_file():
         stdout.write_text(REDACTOR.redact(stdout.read_text(encoding="utf-8", errors="replace")))
-        result.stdout_file = stdout
-    return result
+    for result in results.values():
+        result.status = runner.status
+        result.rc = runner.rc if result.status != "unstarted" else -1
+        result.stdout_file = stdout if stdout.is_file() else None
+    return [results[name] for name in layers]
+
+
+EVENT_COUNTS = {"runner_on_ok": "ok", "runner_on_failed": "failed",
+                "runner_on_unreachable": "unreachable", "runner_on_skipped": "skipped"}
 
 
 def _collect(result: PlaybookResult, event: dict[str, Any]) -> None:
@@ -160,9 +192,18 @@ def _collect(result: PlaybookResult, event: dict[str, Any]) -> None:
     node = str(data.get("host", ""))
     task = str(data.get("task", ""))
     res = data.get("res") or {}
-    if kind == "runner_on_ok" and res.get("changed"):
+    column = EVENT_COUNTS.get(kind)
+    if column is None or not node:
+        return
+    result.status = "running"
+    counts = result.stats.setdefault(node, dict.fromkeys(STAT_KEYS.values(), 0))
+    if column == "failed" and data.get("ignore_errors"):
+        column = "ok"
+    counts[column] += 1
+    if column == "ok" and res.get("changed"):
+        counts["changed"] += 1
         result.changes.append(TaskChange(node, task, _diff_text(res)))
-    elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+    elif column in ("failed", "unreachable"):
         message = str(res.get("msg") or res.get("stderr") or res.get("reason") or "").strip()
         result.failures.append(TaskChange(node, task, REDACTOR.redact(message)))
 
