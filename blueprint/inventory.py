@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from blueprint.artifacts import repository_variables
 from blueprint.loader import LoadedSite
 from blueprint.models import Node, Site
 from blueprint.state import StateDir
@@ -86,6 +87,8 @@ def role_variables(loaded: LoadedSite) -> dict[str, Any]:
             mirror_.model_dump() for mirror_ in site.artifacts.registry_mirrors
         ],
     })
+    layers = [layer.name for layer in loaded.blueprint.layers]
+    variables.update(repository_variables(site, layers))
     variables.update(site.overrides)
     return variables
 

@@ -151,12 +151,38 @@ class RegistryMirror(StrictModel):
     skip_verify: bool = False
 
 
+class RepositoryMirror(StrictModel):
+    """The site's mirror of one repository of the artifact catalogue."""
+
+    url: str
+    key: str | None = Field(default=None, description="signing key URL; default: upstream's")
+
+
 class Artifacts(StrictModel):
     """Where every package, binary, chart and image comes from (see the artifact catalogue)."""
 
     mode: Literal["online", "mirror", "offline"] = "online"
     apt_proxy: str | None = Field(default=None, description="mirror mode: the site's apt proxy")
     registry_mirrors: list[RegistryMirror] = Field(default_factory=list)
+    repositories: dict[str, RepositoryMirror] = Field(
+        default_factory=dict, description="mirror mode: the site's mirror of catalogue entries"
+    )
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories_known(
+        cls, value: dict[str, RepositoryMirror]
+    ) -> dict[str, RepositoryMirror]:
+        from blueprint.artifacts import load_catalogue
+
+        known = sorted(load_catalogue().repositories)
+        for name in value:
+            if name not in known:
+                msg = f"repository '{name}' is not in the artifact catalogue; use one of " + (
+                    ", ".join(known)
+                )
+                raise ValueError(msg)
+        return value
 
     @field_validator("registry_mirrors", mode="before")
     @classmethod

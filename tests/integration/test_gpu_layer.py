@@ -37,7 +37,7 @@ from blueprint.lab import overlay_digest
 from blueprint.lab.lab import ssh_command
 from blueprint.loader import load_site
 from blueprint.paths import ROLES_DIR
-from blueprint.playbook import PlaybookResult, run_playbook
+from blueprint.playbook import PlaybookResult, run_layers
 from blueprint.state import StateDir
 from blueprint.validate import NodeTarget, ValidationTarget, run_validation
 from blueprint.validate.sshconfig import write_ssh_config
@@ -158,9 +158,10 @@ class GpuLab:
         for node, variables in (host_vars or {}).items():
             (inventory / "host_vars" / f"{node}.yml").write_text(yaml.safe_dump(variables))
         artifacts = self.work / f"artifacts-{time.monotonic_ns()}"
-        return run_playbook(
-            playbook, inventory, artifacts, self.facts_dir, limit=limit, check=check
+        [result] = run_layers(
+            [playbook], inventory, artifacts, self.facts_dir, limit=limit, check=check
         )
+        return result
 
     def digest(self, node: str) -> str:
         return overlay_digest(self.lab.name, node)

@@ -1,0 +1,82 @@
+"""The artifact catalogue: where each layer's repositories come from, per `artifacts.mode`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field
+
+from blueprint.models.common import StrictModel
+from blueprint.models.site import Site
+
+CATALOGUE_FILE = Path(__file__).resolve().parent / "catalogue.yaml"
+
+
+class RoleVariables(StrictModel):
+    """The role variables a repository's URL and key are handed to."""
+
+    url: str
+    key: str
+
+
+class CatalogueRepository(StrictModel):
+    """One package repository a layer installs from."""
+
+    kind: Literal["apt"]
+    layer: str
+    url: str
+    key: str
+    variables: RoleVariables
+
+
+class Catalogue(StrictModel):
+    repositories: dict[str, CatalogueRepository] = Field(default_factory=dict)
+
+
+@cache
+def load_catalogue() -> Catalogue:
+    data = yaml.safe_load(CATALOGUE_FILE.read_text(encoding="utf-8"))
+    return Catalogue.model_validate(data)
+
+
+@dataclass(frozen=True)
+class ResolvedRepository:
+    """Where a site really fetches one repository from, and why."""
+
+    name: str
+    layer: str
+    url: str
+    key: str
+    source: Literal["upstream", "site mirror"]
+
+
+def resolve_repositories(site: Site, layers: Collection[str]) -> list[ResolvedRepository]:
+    """The repositories of the given layers as this site will fetch them."""
+    resolved = []
+    for name, entry in sorted(load_catalogue().repositories.items()):
+        if entry.layer not in layers:
+            continue
+        mirror = site.artifacts.repositories.get(name)
+        if site.artifacts.mode == "mirror" and mirror is not None:
+            resolved.append(ResolvedRepository(name, entry.layer, mirror.url,
+                                               mirror.key or entry.key, "site mirror"))
+        else:
+            resolved.append(ResolvedRepository(name, entry.layer, entry.url, entry.key,
+                                               "upstream"))
+    return resolved
+
+
+def repository_variables(site: Site, layers: Collection[str]) -> dict[str, str]:
+    """Role variables (URL and key of each repository) for the given layers."""
+    catalogue = load_catalogue()
+    variables: dict[str, str] = {}
+    for repository in resolve_repositories(site, layers):
+        names = catalogue.repositories[repository.name].variables
+        variables[names.url] = repository.url
+        variables[names.key] = repository.key
+    return variables
