@@ -15,6 +15,7 @@ from rich.table import Table
 from blueprint import __version__
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
+from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir
@@ -152,19 +153,10 @@ def runs(site: str, state_dir: Path | None, limit: int) -> None:
     CONSOLE.print(table)
 
 
-def _add_optional_groups() -> None:
-    try:
-        from blueprint.lab.cli import lab
-    except ModuleNotFoundError:  # TODO: remove once blueprint.lab.cli has landed
-        return
-    cli.add_command(lab)
-
-
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: expected errors as one line and their exit code, tracebacks on --debug."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
-    _add_optional_groups()
     try:
         cli.main(args=args, prog_name="blueprint", standalone_mode=False)
     except click.exceptions.Abort:
@@ -191,6 +183,8 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(ExitCode.DEPLOY_FAILED)
     sys.exit(ExitCode.OK)
 
+
+cli.add_command(lab)
 
 if __name__ == "__main__":
     main()

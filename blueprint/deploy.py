@@ -12,12 +12,12 @@ from pathlib import Path
 from rich.console import Console
 
 from blueprint.console import attach_run_log, detach_run_log
-from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing
+from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
 from blueprint.inventory import render_inventory
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
-from blueprint.playbook import PlaybookResult, run_layers
+from blueprint.playbook import PREFLIGHT, PlaybookResult, require_ansible, run_layers
 from blueprint.proc import require_tool
 from blueprint.progress import DeployProgress
 from blueprint.state import RunHistory, StateDir, new_run_id
@@ -40,14 +40,20 @@ class DeployOutcome:
 
 def select_layers(loaded: LoadedSite, requested: list[str] | None) -> list[Layer]:
     """The blueprint's layers, or the requested ones in blueprint order."""
+    # The platform layer (Pulumi stacks) is not part of this version; a full deploy runs
+    # the host layers, and asking for the platform by name says so.
     layers = [layer for layer in loaded.blueprint.layers if layer.name != "platform"]
     if not requested:
         return layers
     known = [layer.name for layer in loaded.blueprint.layers]
     for name in requested:
         if name not in known:
-            msg = f"--layer {name}: blueprint {loaded.blueprint.name} has {', '.join(known)}"
+            msg = (f"--layer {name} is not a layer of blueprint {loaded.blueprint.name}; "
+                   f"use one of {', '.join(known)}")
             raise BadInput(msg)
+        if name == "platform":
+            msg = "--layer platform: the AI platform layer is not part of this version"
+            raise EnvironmentMissing(msg)
     return [layer for layer in layers if layer.name in requested]
 
 
@@ -57,6 +63,7 @@ def preflight(
     """Everything that can stop a run, checked before the first change; returns inventory."""
     # Tools on the controller.
     require_tool("ssh", "openssh-client")
+    require_ansible()
 
     # Every requested layer can really run in this version of the product.
     for layer in layers:
@@ -102,7 +109,7 @@ def check_nodes_reachable(nodes: list[Node], ssh_config: Path, *, for_plan: bool
         if done.returncode == 0:
             return None
         err = done.stderr
-        if done.returncode != 255 and for_plan:
+        if done.returncode != 255 and for_plan and "apt_pkg" in err:
             return (
                 f"node {node.name}: python3-apt is missing, and a plan needs it to read the "
                 "package state; install it with the OS or run deploy --layer os_baseline"
@@ -147,13 +154,13 @@ def deploy(
             _run_layers(loaded, layers, state, console, outcome, history, check, stock,
                         inventory_dir)
         except BaseException as exc:
-            code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 3)
-            history.finish(outcome.run_id, "failed", int(code))
+            history.finish(outcome.run_id, "failed", int(exit_code_of(exc)))
             raise
+        else:
+            history.finish(outcome.run_id, "ok", ExitCode.OK)
         finally:
             history.close()
             detach_run_log(run_log)
-        RunHistory(state).finish(outcome.run_id, "ok", 0)
     return outcome
 
 
@@ -170,20 +177,22 @@ def _run_layers(
 ) -> None:
     nodes = [node.name for node in loaded.site.nodes]
     assert outcome.run_dir is not None
-    names: list[str] = [layer.name for layer in layers]
+    layer_roles: dict[str, list[str]] = {layer.name: list(layer.roles) for layer in layers}
     log.info("%s layers %s on %d nodes", "Planning" if check else "Deploying",
-             ", ".join(names), len(nodes))
+             ", ".join(layer_roles), len(nodes))
     with DeployProgress(console, nodes) as progress:
         results = run_layers(
-            names, inventory_dir, outcome.run_dir, state.facts_dir, check=check,
+            layer_roles, inventory_dir, outcome.run_dir, state.facts_dir, check=check,
             on_event=progress.on_event, on_layer=progress.start_layer, stock=stock,
         )
-    outcome.results.extend(results)
     for result in results:
-        history.record_layer(outcome.run_id, result.playbook, result.stats)
+        if result.playbook != PREFLIGHT:
+            outcome.results.append(result)
+            history.record_layer(outcome.run_id, result.playbook, result.stats)
+    for result in results:
         if not result.ok:
             raise DeployFailed(_failure_message(result.playbook, result))
-        if not check:
+        if not check and result.playbook != PREFLIGHT:
             _mark_deployed(state, result.playbook, outcome.run_id)
 
 
@@ -191,6 +200,8 @@ def _failure_message(layer: str, result: PlaybookResult) -> str:
     first = result.failures[0] if result.failures else None
     where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
     log_hint = f"; log: {result.stdout_file}" if result.stdout_file else ""
+    if layer == PREFLIGHT:
+        return f"preflight stopped the run before any change{where}{log_hint}"
     return f"layer {layer} failed{where}{log_hint}; fix it and re-run deploy --layer {layer}"
 
 

@@ -44,3 +44,12 @@ class ValidationFailed(BlueprintError):
     """A mandatory validation check failed or errored."""
 
     exit_code = ExitCode.VALIDATION_FAILED
+
+
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code a run that ended with `exc` reports."""
+    if isinstance(exc, BlueprintError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.DEPLOY_FAILED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ def node_key(site: Site, node: Node) -> Path | None:
     return node.ssh.key if node.ssh and node.ssh.key else site.ssh.key
 
 
+def control_path(state: StateDir) -> str:
+    """Where SSH keeps a node's shared connection; a socket path must stay under 108 bytes."""
+    folder = state.root if len(str(state.root)) <= 60 else Path(tempfile.gettempdir())
+    return f"{folder}/bp-cm-%C"
+
+
 def render_ssh_config(site: Site, state: StateDir) -> Path:
     """One Host block per node (name and address), host key checking always on."""
     blocks = []
@@ -38,7 +45,7 @@ def render_ssh_config(site: Site, state: StateDir) -> Path:
             "  BatchMode yes",
             "  ConnectTimeout 10",
             "  ControlMaster auto",
-            f"  ControlPath {state.root}/cm-%C",
+            f"  ControlPath {control_path(state)}",
             "  ControlPersist 60s",
         ]
         key = node_key(site, node)
@@ -81,7 +88,6 @@ def role_variables(loaded: LoadedSite) -> dict[str, Any]:
         "os_baseline_admin_authorized_keys": [
             path.read_text(encoding="utf-8").strip() for path in admin_keys
         ],
-        "os_baseline_installer_user": site.ssh.user,
         "container_runtime_source": "mirror" if mirror else "distribution",
         "container_runtime_registry_mirrors": [
             mirror_.model_dump() for mirror_ in site.artifacts.registry_mirrors
@@ -106,6 +112,8 @@ def render_inventory(loaded: LoadedSite, state: StateDir) -> Path:
             # One session per node comes from mitogen; no lingering ControlMaster processes.
             "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))} -o ControlMaster=no",
             "blueprint_node_roles": list(node.roles),
+            # Per node: SSH hardening must keep this node's own installer login working.
+            "os_baseline_installer_user": node_user(site, node),
         }
         key = node_key(site, node)
         if key is not None:

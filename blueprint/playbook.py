@@ -51,9 +51,8 @@ class PlaybookResult:
 
     @property
     def ok(self) -> bool:
-        return self.status != "unstarted" and not any(
-            counts["failed"] or counts["unreachable"] for counts in self.stats.values()
-        )
+        """The layer ran, and no task failed and no node was unreachable."""
+        return self.status not in ("unstarted", "failed") and not self.failures
 
     @property
     def changed(self) -> int:
@@ -92,6 +91,13 @@ def ansible_environment(*, stock: bool = False) -> dict[str, str]:
     return env
 
 
+def require_ansible() -> None:
+    """Stop with exit 4 when ansible-playbook is not beside the product's Python."""
+    if shutil.which("ansible-playbook", path=ansible_environment()["PATH"]) is None:
+        msg = "ansible-playbook is not installed; run: pip install -e . (it brings ansible-core)"
+        raise EnvironmentMissing(msg)
+
+
 def playbook_path(name: str) -> Path:
     path = PLAYBOOKS_DIR / f"{name}.yml"
     if not path.is_file():
@@ -106,8 +112,29 @@ def plays_in(name: str) -> int:
     return len(plays)
 
 
+PREFLIGHT = "preflight"
+
+
+def preflight_play(layer_roles: dict[str, list[str]]) -> dict[str, Any] | None:
+    """One play of every role's `tasks/preflight.yml`, before any layer changes anything.
+
+    A role puts there what can stop it (a GPU without usable driver, a missing artifact) and
+    nothing that changes a node; one node's failure ends the whole run at once.
+    """
+    tasks = [
+        {"name": f"Preflight of layer {layer} (role {role}).",
+         "ansible.builtin.include_role": {"name": role, "tasks_from": "preflight"}}
+        for layer, roles in layer_roles.items() for role in roles
+        if (ROLES_DIR / role / "tasks" / "preflight.yml").is_file()
+    ]
+    if not tasks:
+        return None
+    return {"name": "Preflight of every requested layer", "hosts": "all", "become": True,
+            "any_errors_fatal": True, "tasks": tasks}
+
+
 def run_layers(
-    layers: list[str],
+    layer_roles: dict[str, list[str]],
     inventory_dir: Path,
     artifact_dir: Path,
     facts_dir: Path,
@@ -118,24 +145,28 @@ def run_layers(
     on_layer: Callable[[str], None] | None = None,
     stock: bool = False,
 ) -> list[PlaybookResult]:
-    """Run the layers' playbooks in one ansible-playbook run; one result per layer.
+    """Run the layers' playbooks (layer name to its roles) in one ansible-playbook run.
 
+    First comes the preflight play of every role that has one, then each layer's playbook.
     One run instead of one per layer saves Ansible's start-up, the connection set-up and
     the fact gathering of every layer after the first. Events are told apart by play: each
-    layer playbook's plays, in order. `check` adds --check --diff.
+    layer playbook's plays, in order. Returns one result per play group (the preflight,
+    then each layer). `check` adds --check --diff.
     """
-    if shutil.which("ansible-playbook", path=ansible_environment()["PATH"]) is None:
-        msg = "ansible-playbook is not installed; run: pip install -e . (it brings ansible-core)"
-        raise EnvironmentMissing(msg)
+    require_ansible()
     artifact_dir.mkdir(parents=True, exist_ok=True)
     playbook = artifact_dir / "layers.yml"
-    imports = [
+    preflight = preflight_play(layer_roles)
+    plays: list[dict[str, Any]] = [preflight] if preflight else []
+    plays += [
         {"name": f"Layer {name}", "ansible.builtin.import_playbook": str(playbook_path(name))}
-        for name in layers
+        for name in layer_roles
     ]
-    playbook.write_text(yaml.safe_dump(imports, sort_keys=False), encoding="utf-8")
-    play_layers = [name for name in layers for _ in range(plays_in(name))]
-    results = {name: PlaybookResult(playbook=name, status="unstarted", rc=-1) for name in layers}
+    playbook.write_text(yaml.safe_dump(plays, sort_keys=False), encoding="utf-8")
+    play_layers = [PREFLIGHT] if preflight else []
+    play_layers += [name for name in layer_roles for _ in range(plays_in(name))]
+    names = [PREFLIGHT, *layer_roles] if preflight else list(layer_roles)
+    results = {name: PlaybookResult(playbook=name, status="unstarted", rc=-1) for name in names}
     current: list[PlaybookResult] = []
 
     def handle(event: dict[str, Any]) -> bool:
@@ -172,14 +203,26 @@ def run_layers(
             fact_cache_type="jsonfile",
             fact_cache=str(facts_dir),
         )
+    REDACTOR.redact_tree(artifact_dir)
     stdout = artifact_dir / "ansible" / "stdout"
-    if stdout.is_file():
-        stdout.write_text(REDACTOR.redact(stdout.read_text(encoding="utf-8", errors="replace")))
     for result in results.values():
-        result.status = runner.status
+        if result.status == "running":
+            result.status = runner.status
         result.rc = runner.rc if result.status != "unstarted" else -1
         result.stdout_file = stdout if stdout.is_file() else None
-    return [results[name] for name in layers]
+    if runner.rc != 0 and not any(r.failures for r in results.values()):
+        # ansible-playbook stopped before or outside any task (a syntax error, a missing
+        # role or module): no event says so, only its exit code and output.
+        tail = _tail(stdout) if stdout.is_file() else f"status {runner.status}"
+        first = next(r for r in results.values())
+        first.failures.append(TaskChange("controller", "ansible-playbook", tail))
+        first.status = "failed"
+    return [results[name] for name in names]
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:]) or "no output"
 
 
 EVENT_COUNTS = {"runner_on_ok": "ok", "runner_on_failed": "failed",

@@ -56,9 +56,12 @@ class DeployProgress:
         node = str(data.get("host", ""))
         if column is None or node not in self.counts:
             return
-        if column == "ok" and (data.get("res") or {}).get("changed"):
-            column = "changed"
+        # Counted as in PlaybookResult: an ignored failure is ok, a change is also ok.
+        if column == "failed" and data.get("ignore_errors"):
+            column = "ok"
         self.counts[node][column] += 1
+        if column == "ok" and (data.get("res") or {}).get("changed"):
+            self.counts[node]["changed"] += 1
         if column in ("failed", "unreachable") and not data.get("ignore_errors"):
             res = data.get("res") or {}
             message = str(res.get("msg") or res.get("stderr") or "").strip().splitlines()

@@ -39,6 +39,17 @@ class Redactor(logging.Filter):
     def redact(self, text: str) -> str:
         return self._pattern.sub(MASK, text) if self._pattern else text
 
+    def redact_tree(self, root: Path) -> None:
+        """Mask secrets in every file under `root` (run artifacts, logs, reports)."""
+        if self._pattern is None or not root.exists():
+            return
+        needles = [value.encode() for value in self._values]
+        for path in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            data = path.read_bytes()
+            if any(needle in data for needle in needles):
+                text = data.decode("utf-8", errors="surrogateescape")
+                path.write_bytes(self.redact(text).encode("utf-8", errors="surrogateescape"))
+
     def filter(self, record: logging.LogRecord) -> bool:
         if self._pattern is not None:
             record.msg = self.redact(record.getMessage())
@@ -57,9 +68,17 @@ def _leaves(value: Any) -> list[str]:
     return [str(value)] if value is not None and not isinstance(value, bool) else []
 
 
+_password_from_env: list[bytes] = []
+
+
 def _vault_password() -> bytes | None:
+    """The vault password, taken out of the environment so no child process inherits it."""
     if os.environ.get(PASSWORD_ENV):
-        return os.environ[PASSWORD_ENV].encode()
+        password = os.environ.pop(PASSWORD_ENV)
+        REDACTOR.add([password])
+        _password_from_env[:] = [password.encode()]
+    if _password_from_env:
+        return _password_from_env[0]
     password_file = os.environ.get(PASSWORD_FILE_ENV)
     if password_file:
         try:

@@ -6,9 +6,11 @@ import logging
 
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.deploy import deployed_layers
+from blueprint.errors import exit_code_of
 from blueprint.inventory import node_user, render_ssh_config
 from blueprint.loader import LoadedSite
 from blueprint.paths import VALIDATION_DIR
+from blueprint.secrets import REDACTOR
 from blueprint.state import RunHistory, StateDir, new_run_id
 from blueprint.validate import (
     NodeTarget,
@@ -72,11 +74,15 @@ def validate_site(
             target = build_target(loaded, state)
             report = run_validation(target, run_dir / "validation", layers=layers,
                                     checks=checks)
-        except BaseException:
-            history.finish(run_id, "error", 3)
+        except BaseException as exc:
+            history.finish(run_id, "error", int(exit_code_of(exc)))
             raise
+        else:
+            history.finish(run_id, str(report.verdict), int(report.exit_code))
         finally:
+            history.close()
             detach_run_log(run_log)
-        history.finish(run_id, str(report.verdict), int(report.exit_code))
-        history.close()
+            # Check output quotes node files (containerd's config, sshd's settings): any
+            # secret the site handed to a role is masked in every output of the run.
+            REDACTOR.redact_tree(run_dir)
     return report

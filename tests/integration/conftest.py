@@ -1,6 +1,7 @@
 """The session's lab: one real lab (systemd-nspawn nodes) shared by every integration test.
 
-The fixture `lab` brings up lab `bpt` (3 nodes, 10.79.0.0/24) once per session and takes it
+The fixture `lab` brings up lab `bpt` (3 nodes, 10.79.0.0/24; BLUEPRINT_TEST_LAB and
+BLUEPRINT_TEST_SUBNET choose others) once per session and takes it
 down at the end, checking that nothing of it is left. Tests that need root and
 systemd-nspawn are skipped with the reason when either is missing.
 """

@@ -15,6 +15,7 @@ see docs/gpu.md for what runs only on a real GPU host (scripts/record-gpu-host).
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import gzip
 import hashlib
@@ -39,8 +40,8 @@ from blueprint.loader import load_site
 from blueprint.paths import ROLES_DIR
 from blueprint.playbook import PlaybookResult, run_layers
 from blueprint.state import StateDir
-from blueprint.validate import NodeTarget, ValidationTarget, run_validation
-from blueprint.validate.sshconfig import write_ssh_config
+from blueprint.validate import run_validation
+from blueprint.validation import build_target
 
 pytestmark = pytest.mark.lab
 
@@ -554,16 +555,9 @@ def test_gpu_checks_skip_gpu_less_nodes_and_judge_the_stand_in_node(
             {"name": "gpu-lab", "checks": [{"id": c, "mandatory": True} for c in GPU_CHECKS]}
         )
     )
-    lab = gpu_lab.lab
-    nodes = [NodeTarget(n.name, n.address, "root", list(n.roles)) for n in lab.nodes]
-    config = write_ssh_config(
-        gpu_lab.work / "ssh_config",
-        nodes,
-        identity_file=lab.site_dir / "lab_ed25519",
-        known_hosts=lab.site_dir / "known_hosts",
-        control_dir=Path("/tmp") / f"bpg-{lab.name}",
-    )
-    target = ValidationTarget(lab.name, ["gpu"], suite, nodes, config)
+    loaded = load_site(gpu_lab.lab.site_file)
+    site_target = build_target(loaded, StateDir.for_site(loaded.site_dir, gpu_lab.work / "vs"))
+    target = dataclasses.replace(site_target, blueprint_layers=["gpu"], suite_file=suite)
 
     report = run_validation(target, gpu_lab.work / "validation")
 

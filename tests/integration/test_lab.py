@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -45,8 +46,12 @@ def test_every_node_is_its_own_machine(lab: LabHandle) -> None:
 def test_site_file_describes_the_lab(lab: LabHandle) -> None:
     site = yaml.safe_load(lab.site_file.read_text())
     assert site["name"] == lab.name
-    assert site["artifacts"] == {"mode": "mirror", "apt_proxy": "http://10.79.0.1:3149"}
-    assert [n["address"] for n in site["nodes"]] == ["10.79.0.11", "10.79.0.12", "10.79.0.13"]
+    subnet = ipaddress.ip_network(lab.state.subnet)
+    bridge = subnet.network_address + 1
+    assert site["artifacts"] == {"mode": "mirror", "apt_proxy": f"http://{bridge}:3149"}
+    assert [n["address"] for n in site["nodes"]] == [
+        str(subnet.network_address + host) for host in (11, 12, 13)
+    ]
     assert site["nodes"][0]["roles"] == ["control-plane", "worker"]
     assert (lab.site_dir / "lab_ed25519").stat().st_mode & 0o077 == 0
 
@@ -76,11 +81,12 @@ def test_nodes_reach_nothing_but_the_bridge(lab: LabHandle) -> None:
     )
     node = lab.nodes[0]
     routes = lab.ssh(node, "ip -4 route").stdout.splitlines()
-    assert routes == [f"10.79.0.0/24 dev eth0 proto kernel scope link src {node.address} "]
+    assert routes == [f"{lab.state.subnet} dev eth0 proto kernel scope link src {node.address} "]
     for address, port in ((host_address, 22), ("1.1.1.1", 80), ("203.0.113.80", 80)):
         answer = lab.ssh(node, f'python3 -c "{probe}" {address} {port}').stdout
         assert "open" not in answer, f"{node.name} reached {address}:{port}"
-    assert lab.ssh(node, f'python3 -c "{probe}" 10.79.0.1 3149').stdout.strip() == "open"
+    bridge = lab.state.bridge_ip
+    assert lab.ssh(node, f'python3 -c "{probe}" {bridge} 3149').stdout.strip() == "open"
 
 
 def test_up_again_changes_nothing(lab: LabHandle) -> None:
@@ -88,7 +94,7 @@ def test_up_again_changes_nothing(lab: LabHandle) -> None:
     assert before is not None
     digests = {node.name: overlay_digest(lab.name, node.name) for node in lab.nodes}
 
-    again = lab_up(lab.name, nodes=3, subnet="10.79.0.0/24", site_dir=lab.site_dir)
+    again = lab_up(lab.name, nodes=3, subnet=lab.state.subnet, site_dir=lab.site_dir)
 
     assert again.changes == []
     assert again.mirror_pid == before.mirror_pid

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 from rich.console import Console
 
 from blueprint.deploy import DeployOutcome, deploy
@@ -214,6 +215,25 @@ def test_a_replaced_host_key_makes_deploy_refuse_to_connect(
         "if the node was reinstalled, check its new key and update known_hosts"
     ]
     assert after == before
+
+
+def test_validate_through_a_bastion_goes_through_it(
+    lab: LabHandle, site: Path, outputs: list[str]
+) -> None:
+    bastion, behind = lab.nodes[0], lab.nodes[1]
+    data = yaml.safe_load(site.read_text())
+    data["ssh"]["bastion"] = f"root@{bastion.address}"
+    bastion_site = site.with_name("site-bastion.yaml")
+    bastion_site.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        done = run_cli("validate", str(bastion_site), "--layer", "security")
+        outputs.extend([done.stdout, done.stderr])
+    finally:
+        bastion_site.unlink()
+
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    journal = lab.ssh(behind, "journalctl -u ssh --since '-5min' --no-pager").stdout
+    assert f"Accepted publickey for root from {bastion.address}" in journal
 
 
 def test_the_canary_secret_is_nowhere(site: Path, outputs: list[str]) -> None:

@@ -6,6 +6,7 @@ Uses the session fixture `lab` (tests/integration/conftest.py): `.name`, `.site_
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 
 from blueprint.errors import ExitCode
+from blueprint.loader import load_site
+from blueprint.state import StateDir
 from blueprint.validate import (
     NodeTarget,
     Status,
@@ -21,13 +24,10 @@ from blueprint.validate import (
     ValidationTarget,
     run_validation,
 )
-from blueprint.validate.sshconfig import write_ssh_config
+from blueprint.validation import build_target
 
 pytestmark = pytest.mark.lab
 # Run before any deploy changes the shared lab's nodes (see tests/integration/conftest.py).
-LAB_STAGE = 10
-
-# Checks of fresh nodes: before the end-to-end test deploys to them.
 LAB_STAGE = 10
 
 SUITES = Path(__file__).resolve().parents[2] / "validation" / "suites"
@@ -54,28 +54,14 @@ HOST_OWNED = {
 
 
 def lab_target(lab: Any, tmp_path: Path, extra: list[NodeTarget] | None = None) -> ValidationTarget:
-    """A ValidationTarget for the lab, the way the orchestration code builds one for a site."""
-    site_dir = Path(lab.site_dir)
-    nodes = [
-        NodeTarget(n.name, n.address, "root", list(getattr(n, "roles", ["worker"])))
-        for n in lab.nodes
-    ] + (extra or [])
-    # Socket paths are short: keep the control folder out of pytest's long tmp_path.
-    control_dir = Path("/tmp") / f"bpv-{lab.name}"
-    config = write_ssh_config(
-        tmp_path / "ssh_config",
-        nodes,
-        identity_file=site_dir / "lab_ed25519",
-        known_hosts=site_dir / "known_hosts",
-        control_dir=control_dir,
-    )
-    return ValidationTarget(
-        site_name=lab.name,
-        blueprint_layers=["os", "runtime"],
-        suite_file=SUITES / "lab.yaml",
-        nodes=nodes,
-        ssh_config=config,
-    )
+    """The product's own ValidationTarget for the lab site, its check layers set to os/runtime.
+
+    `extra` adds nodes the site does not have (an unreachable address, say).
+    """
+    loaded = load_site(lab.site_file)
+    target = build_target(loaded, StateDir.for_site(loaded.site_dir, tmp_path / "state"))
+    return dataclasses.replace(target, blueprint_layers=["os", "security", "runtime"],
+                               nodes=[*target.nodes, *(extra or [])])
 
 
 def _deployed(target: ValidationTarget) -> list[str]:
@@ -93,8 +79,7 @@ def fresh_run(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> ValidationR
     tmp_path = tmp_path_factory.mktemp("validate")
     target = lab_target(lab, tmp_path)
     deployed = _deployed(target)
-    if deployed:
-        pytest.skip(f"lab nodes {', '.join(deployed)} were deployed by an earlier test")
+    assert not deployed, f"lab nodes {', '.join(deployed)} were deployed by an earlier test"
     started = time.monotonic()
     report = run_validation(target, tmp_path / "run")
     print(f"validation of {len(target.nodes)} nodes took {time.monotonic() - started:.1f} s")

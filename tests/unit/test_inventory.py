@@ -1,4 +1,4 @@
-"""Good site files load, and what they say reaches the rendered inventory."""
+"""Good site files load, and what they say reaches the rendered inventory and ssh_config."""
 
 from __future__ import annotations
 
@@ -31,13 +31,15 @@ def test_full_site_renders_inventory_groups_and_role_variables(tmp_path: Path) -
     assert hosts["hosts"]["edge-1"]["ansible_host"] == "10.20.0.11"
     assert hosts["hosts"]["edge-1"]["ansible_user"] == "deploy"
     assert hosts["hosts"]["edge-2"]["ansible_user"] == "root"
+    # Hardening keeps each node's own installer login, not just the site's default user.
+    assert hosts["hosts"]["edge-1"]["os_baseline_installer_user"] == "deploy"
+    assert hosts["hosts"]["edge-2"]["os_baseline_installer_user"] == "root"
     assert sorted(hosts["children"]["control_plane"]["hosts"]) == ["edge-1"]
     assert sorted(hosts["children"]["worker"]["hosts"]) == ["edge-1", "edge-2"]
     assert sorted(hosts["children"]["gpu"]["hosts"]) == ["edge-2"]
     variables = yaml.safe_load((inventory_dir / "group_vars" / "all.yml").read_text())
     assert variables["os_baseline_apt_proxy"] == "http://10.20.0.1:3142"
     assert variables["os_baseline_http_proxy"] == "http://proxy.example:3128"
-    assert variables["os_baseline_installer_user"] == "deploy"
     assert variables["os_baseline_admin_user"] == "edgeops"
     assert variables["os_baseline_admin_authorized_keys"] == [
         (SITES / "good_key.pub").read_text().strip()
