@@ -8,6 +8,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -69,9 +70,11 @@ def preflight(
     for layer in layers:
         missing = [role for role in layer.roles if not (ROLES_DIR / role).is_dir()]
         if not layer.roles or missing:
+            ready = [ly.name for ly in loaded.blueprint.layers
+                     if ly.roles and all((ROLES_DIR / role).is_dir() for role in ly.roles)]
             msg = (
                 f"layer {layer.name}: role {', '.join(missing) or '(none)'} is not part of "
-                "this version; deploy the other layers with --layer"
+                f"this version; choose the layers that are with --layer ({', '.join(ready)})"
             )
             raise EnvironmentMissing(msg)
         if not (PLAYBOOKS_DIR / f"{layer.name}.yml").is_file():
@@ -101,7 +104,8 @@ def check_nodes_reachable(nodes: list[Node], ssh_config: Path, *, for_plan: bool
     """Open one SSH session per node in parallel; a changed host key stops the run."""
     def probe(node: Node) -> str | None:
         command = PLAN_PROBE if for_plan else "true"
-        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlMaster=no", node.name, command]
+        # A fresh connection with exactly the settings Ansible gets: never an open one.
+        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", node.name, command]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         except subprocess.TimeoutExpired:
@@ -136,8 +140,12 @@ def deploy(
     requested: list[str] | None = None,
     check: bool = False,
     stock: bool = False,
+    secret_vars: dict[str, Any] | None = None,
 ) -> DeployOutcome:
-    """Run the layers' playbooks in order; `check` makes it a plan (check mode with diff)."""
+    """Run the layers' playbooks in order; `check` makes it a plan (check mode with diff).
+
+    `secret_vars` (role variables from the site's vault) go to Ansible only for this run.
+    """
     verb = "plan" if check else "deploy"
     layers = select_layers(loaded, requested)
     outcome = DeployOutcome(run_id=new_run_id(verb))
@@ -152,7 +160,7 @@ def deploy(
                       run_dir)
         try:
             _run_layers(loaded, layers, state, console, outcome, history, check, stock,
-                        inventory_dir)
+                        inventory_dir, secret_vars)
         except BaseException as exc:
             history.finish(outcome.run_id, "failed", int(exit_code_of(exc)))
             raise
@@ -174,6 +182,7 @@ def _run_layers(
     check: bool,
     stock: bool,
     inventory_dir: Path,
+    secret_vars: dict[str, Any] | None,
 ) -> None:
     nodes = [node.name for node in loaded.site.nodes]
     assert outcome.run_dir is not None
@@ -184,6 +193,7 @@ def _run_layers(
         results = run_layers(
             layer_roles, inventory_dir, outcome.run_dir, state.facts_dir, check=check,
             on_event=progress.on_event, on_layer=progress.start_layer, stock=stock,
+            secret_vars=secret_vars,
         )
     for result in results:
         if result.playbook != PREFLIGHT:
@@ -191,18 +201,19 @@ def _run_layers(
             history.record_layer(outcome.run_id, result.playbook, result.stats)
     for result in results:
         if not result.ok:
-            raise DeployFailed(_failure_message(result.playbook, result))
+            raise DeployFailed(_failure_message(result.playbook, result,
+                                                "plan" if check else "deploy"))
         if not check and result.playbook != PREFLIGHT:
             _mark_deployed(state, result.playbook, outcome.run_id)
 
 
-def _failure_message(layer: str, result: PlaybookResult) -> str:
+def _failure_message(layer: str, result: PlaybookResult, verb: str) -> str:
     first = result.failures[0] if result.failures else None
     where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
     log_hint = f"; log: {result.stdout_file}" if result.stdout_file else ""
     if layer == PREFLIGHT:
         return f"preflight stopped the run before any change{where}{log_hint}"
-    return f"layer {layer} failed{where}{log_hint}; fix it and re-run deploy --layer {layer}"
+    return f"layer {layer} failed{where}{log_hint}; fix it and re-run {verb} --layer {layer}"
 
 
 def deployed_layers(state: StateDir) -> dict[str, str]:

@@ -6,10 +6,12 @@ import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from blueprint.artifacts import repository_variables
+from blueprint.errors import BadInput
 from blueprint.loader import LoadedSite
 from blueprint.models import Node, Site
 from blueprint.state import StateDir
@@ -99,6 +101,45 @@ def role_variables(loaded: LoadedSite) -> dict[str, Any]:
     return variables
 
 
+def mirror_hosts(site: Site) -> list[str]:
+    """Every host[:port] that a registry mirror endpoint of the site points at."""
+    hosts = {urlsplit(endpoint).netloc for mirror in site.artifacts.registry_mirrors
+             for endpoint in mirror.endpoints}
+    return sorted(host for host in hosts if host)
+
+
+def secret_variables(loaded: LoadedSite, secrets: dict[str, Any]) -> dict[str, Any]:
+    """Role variables made from the site's vault; passed to Ansible, never written to state.
+
+    `registry_credentials` maps a registry mirror host to {username, password}; a host that
+    no mirror endpoint uses is refused, since containerd would never send it anywhere.
+    """
+    where = f"{loaded.site_dir / 'secrets.yaml'}: registry_credentials"
+    credentials = secrets.get("registry_credentials") or {}
+    if not isinstance(credentials, dict):
+        msg = f"{where}: must map a mirror host to {{username, password}}"
+        raise BadInput(msg)
+    in_use = mirror_hosts(loaded.site)
+    auth = []
+    for host, entry in credentials.items():
+        if str(host) not in in_use:
+            msg = (
+                f"{where}: host '{host}' is used by no registry mirror endpoint; use one of "
+                f"{', '.join(in_use) or '(none: artifacts.registry_mirrors is empty)'}, "
+                "or remove it"
+            )
+            raise BadInput(msg)
+        fields = entry if isinstance(entry, dict) else {}
+        if sorted(fields) != ["password", "username"] or not all(
+            isinstance(value, str) and value for value in fields.values()
+        ):
+            msg = f"{where}: host '{host}': give exactly a non-empty username and password"
+            raise BadInput(msg)
+        auth.append({"host": str(host), "username": fields["username"],
+                     "password": fields["password"]})
+    return {"container_runtime_registry_auth": auth}
+
+
 def render_inventory(loaded: LoadedSite, state: StateDir) -> Path:
     """Write `<state>/inventory/` (hosts.yml and group_vars/all.yml); return its folder."""
     site = loaded.site
@@ -109,8 +150,9 @@ def render_inventory(loaded: LoadedSite, state: StateDir) -> Path:
         host: dict[str, Any] = {
             "ansible_host": str(node.address),
             "ansible_user": node_user(site, node),
-            # One session per node comes from mitogen; no lingering ControlMaster processes.
-            "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))} -o ControlMaster=no",
+            # One session per node comes from mitogen: no shared connection is made or used,
+            # so a run never rides on a connection opened with other settings.
+            "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))} -o ControlPath=none",
             "blueprint_node_roles": list(node.roles),
             # Per node: SSH hardening must keep this node's own installer login working.
             "os_baseline_installer_user": node_user(site, node),

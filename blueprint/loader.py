@@ -56,12 +56,15 @@ def load_site(ref: str | Path) -> LoadedSite:
         msg = f"{site_file}:1: the site file must be a mapping with name, blueprint and nodes"
         raise BadInput(msg)
 
-    site = _validate(Site, loaded, context={"site_dir": site_file.parent})
+    # Files the site names are resolved against its folder as an absolute path: Ansible and
+    # SSH run from other folders, where a relative path would point at nothing.
+    site = _validate(Site, loaded, context={"site_dir": site_file.parent.resolve()})
     problems = [_line(loaded, path, message) for path, message in site.problems()]
     if problems:
         raise BadInput("\n".join(problems))
 
-    blueprint, blueprint_file = load_blueprint(site.blueprint, site_file.parent, loaded)
+    blueprint, blueprint_file = load_blueprint(site.blueprint, site_file.parent.resolve(),
+                                               loaded)
     override_problems = argspecs.check_overrides(site.overrides, blueprint)
     if override_problems:
         lines = [_line(loaded, ("overrides", key), msg) for key, msg in override_problems]
