@@ -15,6 +15,7 @@ from rich.table import Table
 from blueprint import __version__
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
+from blueprint.inventory import secret_variables
 from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
@@ -35,10 +36,14 @@ layer_option = click.option(
 )
 
 
-def _open_site(site: str, state_dir: Path | None) -> tuple[LoadedSite, StateDir]:
+def _open_site(
+    site: str, state_dir: Path | None
+) -> tuple[LoadedSite, StateDir, dict[str, Any]]:
     loaded = load_site(site)
-    load_site_secrets(loaded.site_dir)
-    return loaded, StateDir.for_site(loaded.site_dir, state_dir)
+    secrets = load_site_secrets(loaded.site_dir)
+    # Credentials for a host no mirror uses are refused before any verb touches a node.
+    secret_variables(loaded, secrets)
+    return loaded, StateDir.for_site(loaded.site_dir, state_dir), secrets
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -70,8 +75,9 @@ def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
     """Check the site, then show per layer and node what a deploy would change."""
     from blueprint.deploy import deploy as run_deploy
 
-    loaded, state = _open_site(site, state_dir)
-    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), check=True)
+    loaded, state, secrets = _open_site(site, state_dir)
+    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), check=True,
+                         secret_vars=secret_variables(loaded, secrets))
     for result in outcome.results:
         CONSOLE.print(f"[bold]layer {result.playbook}[/bold]: "
                       f"{result.changed} change(s) on {len(result.stats)} node(s)")
@@ -93,8 +99,9 @@ def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
     """Preflight, then deploy the blueprint's host layers to the site."""
     from blueprint.deploy import deploy as run_deploy
 
-    loaded, state = _open_site(site, state_dir)
-    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), stock=stock_ansible)
+    loaded, state, secrets = _open_site(site, state_dir)
+    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), stock=stock_ansible,
+                         secret_vars=secret_variables(loaded, secrets))
     table = Table(title=f"deploy {outcome.run_id}")
     for column in ("layer", "node", "ok", "changed", "failed", "unreachable"):
         table.add_column(column)
@@ -118,7 +125,7 @@ def validate(site: str, state_dir: Path | None, layers: tuple[str, ...],
     from blueprint.errors import ValidationFailed
     from blueprint.validation import validate_site
 
-    loaded, state = _open_site(site, state_dir)
+    loaded, state, _ = _open_site(site, state_dir)
     report = validate_site(loaded, state, layers=list(layers) or None,
                            checks=list(checks) or None)
     counts: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import shutil
@@ -144,6 +145,7 @@ def run_layers(
     on_event: EventHandler | None = None,
     on_layer: Callable[[str], None] | None = None,
     stock: bool = False,
+    secret_vars: dict[str, Any] | None = None,
 ) -> list[PlaybookResult]:
     """Run the layers' playbooks (layer name to its roles) in one ansible-playbook run.
 
@@ -151,7 +153,8 @@ def run_layers(
     One run instead of one per layer saves Ansible's start-up, the connection set-up and
     the fact gathering of every layer after the first. Events are told apart by play: each
     layer playbook's plays, in order. Returns one result per play group (the preflight,
-    then each layer). `check` adds --check --diff.
+    then each layer). `check` adds --check --diff. `secret_vars` reach Ansible as extra
+    variables from a file in the runner's private temp folder, never from the state folder.
     """
     require_ansible()
     artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +189,8 @@ def run_layers(
     # Runner's private folder holds the env files it writes; it lives in a private temp
     # folder that is removed after the run, while its artifacts go to the state folder.
     with tempfile.TemporaryDirectory(prefix="blueprint-runner-") as private:
+        if secret_vars:
+            _write_private_extravars(Path(private), secret_vars)
         runner = ansible_runner.run(
             private_data_dir=private,
             artifact_dir=str(artifact_dir),
@@ -218,6 +223,16 @@ def run_layers(
         first.failures.append(TaskChange("controller", "ansible-playbook", tail))
         first.status = "failed"
     return [results[name] for name in names]
+
+
+def _write_private_extravars(private: Path, secret_vars: dict[str, Any]) -> None:
+    """Runner passes env/extravars as `-e @file`; a dict would go on the command line."""
+    env_dir = private / "env"
+    env_dir.mkdir(mode=0o700)
+    path = env_dir / "extravars"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(secret_vars, handle)
 
 
 def _tail(path: Path, lines: int = 3) -> str:

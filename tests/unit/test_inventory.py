@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from blueprint.inventory import render_inventory
+from blueprint.errors import BadInput
+from blueprint.inventory import render_inventory, secret_variables
 from blueprint.loader import load_site
 from blueprint.state import StateDir
 
@@ -53,3 +55,51 @@ def test_full_site_renders_inventory_groups_and_role_variables(tmp_path: Path) -
     assert "Host edge-2 10.20.0.12" in ssh_config
     assert "StrictHostKeyChecking yes" in ssh_config
     assert "ProxyJump ops@jump.example:2222" in ssh_config
+
+
+CREDENTIALS = {"registry.example:5000": {"username": "puller", "password": "pw-Zq81x"}}
+
+
+def test_registry_credentials_become_the_runtime_auth_variable() -> None:
+    loaded = load_site(SITES / "full.yaml")
+
+    variables = secret_variables(loaded, {"registry_credentials": CREDENTIALS})
+
+    assert variables == {"container_runtime_registry_auth": [
+        {"host": "registry.example:5000", "username": "puller", "password": "pw-Zq81x"}
+    ]}
+    assert secret_variables(loaded, {}) == {"container_runtime_registry_auth": []}
+
+
+def test_credentials_for_a_host_no_mirror_uses_are_refused() -> None:
+    loaded = load_site(SITES / "full.yaml")
+    secrets = {"registry_credentials": {"registry.example": CREDENTIALS["registry.example:5000"]}}
+
+    with pytest.raises(BadInput) as caught:
+        secret_variables(loaded, secrets)
+
+    assert str(caught.value) == (
+        f"{SITES / 'secrets.yaml'}: registry_credentials: host 'registry.example' is used by "
+        "no registry mirror endpoint; use one of registry.example:5000, or remove it"
+    )
+
+
+def test_credentials_without_a_password_are_refused() -> None:
+    loaded = load_site(SITES / "full.yaml")
+    secrets = {"registry_credentials": {"registry.example:5000": {"username": "puller"}}}
+
+    with pytest.raises(BadInput, match="give exactly a non-empty username and password"):
+        secret_variables(loaded, secrets)
+
+
+def test_nothing_secret_reaches_the_rendered_inventory(tmp_path: Path) -> None:
+    loaded = load_site(SITES / "full.yaml")
+    state = StateDir.for_site(loaded.site_dir, tmp_path / "state")
+    secret_variables(loaded, {"registry_credentials": CREDENTIALS})
+
+    render_inventory(loaded, state)
+
+    written = [path for path in state.root.rglob("*") if path.is_file()]
+    assert written
+    assert [path for path in written if b"pw-Zq81x" in path.read_bytes()] == []
+    assert [path for path in written if b"registry_auth" in path.read_bytes()] == []

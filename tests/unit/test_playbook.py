@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from blueprint import playbook
 from blueprint.playbook import run_layers
+from blueprint.secrets import Redactor
 
 
 @pytest.fixture
@@ -29,6 +31,12 @@ def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "- name: A layer that changes one thing.\n  hosts: all\n  gather_facts: false\n"
         "  tasks:\n    - name: Ensure a marker file exists.\n"
         f"      ansible.builtin.copy: {{content: x, dest: '{tmp_path}/marker', mode: '0600'}}\n"
+    )
+    (folder / "secret.yml").write_text(
+        "- name: A layer that uses a secret.\n  hosts: all\n  gather_facts: false\n"
+        "  tasks:\n    - name: Ensure the secret is written.\n"
+        f"      ansible.builtin.copy: {{content: '{{{{ probe_secret }}}}', dest: '{tmp_path}/got',"
+        " mode: '0600'}\n      no_log: true\n"
     )
     (folder / "broken.yml").write_text("- name: Broken\n  hosts: all\n  tasks: [{nosuch: 1}]\n")
     monkeypatch.setattr(playbook, "PLAYBOOKS_DIR", folder)
@@ -55,3 +63,23 @@ def test_a_playbook_that_fails_before_any_task_is_a_failure(
     assert not broken.ok
     assert broken.failures[0].node == "controller"
     assert "nosuch" in broken.failures[0].diff
+
+
+def test_secret_vars_reach_ansible_but_not_its_command_line_or_artifacts(
+    tmp_path: Path, local_inventory: Path, playbooks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A redactor that knows nothing: what is found is what the run itself left behind.
+    monkeypatch.setattr(playbook, "REDACTOR", Redactor())
+    secret = "zz-probe-secret-31"
+
+    [result] = run_layers({"secret": []}, local_inventory, tmp_path / "run",
+                          tmp_path / "facts", secret_vars={"probe_secret": secret})
+
+    assert result.ok
+    assert (tmp_path / "got").read_text() == secret
+    command = json.loads((tmp_path / "run" / "ansible" / "command").read_text())["command"]
+    extravars = Path(command[command.index("-e") + 1].removeprefix("@"))
+    assert extravars.name == "extravars" and not extravars.exists()
+    leaks = [str(path) for path in (tmp_path / "run").rglob("*")
+             if path.is_file() and secret.encode() in path.read_bytes()]
+    assert leaks == []
