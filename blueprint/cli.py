@@ -132,6 +132,10 @@ def validate(site: str, state_dir: Path | None, layers: tuple[str, ...],
     for result in report.results:
         counts[str(result.status)] = counts.get(str(result.status), 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    mandatory_skipped = sum(1 for r in report.results
+                            if r.mandatory and str(r.status) in ("skipped", "not_applicable"))
+    if mandatory_skipped:
+        summary += f"; {mandatory_skipped} mandatory results not run here, see the report"
     for check_id, node in sorted(report.failed_checks() | report.errored_checks()):
         CONSOLE.print(f"  failed: {check_id} on {node}", highlight=False)
     CONSOLE.print(f"verdict: {report.verdict} ({summary})")
@@ -151,7 +155,8 @@ def runs(site: str, state_dir: Path | None, limit: int) -> None:
     history = RunHistory(StateDir.for_site(loaded.site_dir, state_dir))
     table = Table(title=f"runs of {loaded.site.name}")
     for column in ("id", "verb", "layers", "started", "finished", "status", "exit"):
-        table.add_column(column)
+        # The run id names the run's folder: it is never cut, whatever the width.
+        table.add_column(column, no_wrap=column == "id", overflow="fold")
     for run in history.runs(limit):
         table.add_row(run["id"], run["verb"], ", ".join(json.loads(run["layers"])),
                       run["started"], run["finished"] or "", run["status"],

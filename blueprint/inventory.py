@@ -36,26 +36,21 @@ def control_path(state: StateDir) -> str:
 
 
 def render_ssh_config(site: Site, state: StateDir) -> Path:
-    """One Host block per node (name and address), host key checking always on."""
+    """One Host block per node (name and address), host key checking always on.
+
+    With a bastion, nodes are reached through it; the bastion itself is reached directly,
+    with the site's key and pinned host keys, whether it is one of the nodes or not.
+    """
+    bastion_host = _bastion_host(site.ssh.bastion)
     blocks = []
+    if bastion_host is not None:
+        blocks.append("\n".join([f"Host {bastion_host}", "  ProxyJump none",
+                                  *_connection_lines(site, state, site.ssh.key)]))
     for node in site.nodes:
-        lines = [
-            f"Host {node.name} {node.address}",
-            f"  HostName {node.address}",
-            f"  User {node_user(site, node)}",
-            "  StrictHostKeyChecking yes",
-            "  BatchMode yes",
-            "  ConnectTimeout 10",
-            "  ControlMaster auto",
-            f"  ControlPath {control_path(state)}",
-            "  ControlPersist 60s",
-        ]
-        key = node_key(site, node)
-        if key is not None:
-            lines += [f"  IdentityFile {key}", "  IdentitiesOnly yes"]
-        if site.ssh.known_hosts is not None:
-            lines.append(f"  UserKnownHostsFile {site.ssh.known_hosts}")
-        if site.ssh.bastion:
+        lines = [f"Host {node.name} {node.address}", f"  HostName {node.address}",
+                 f"  User {node_user(site, node)}"]
+        lines += _connection_lines(site, state, node_key(site, node))
+        if site.ssh.bastion and bastion_host not in (node.name, str(node.address)):
             lines.append(f"  ProxyJump {site.ssh.bastion}")
         blocks.append("\n".join(lines))
     path = state.root / "ssh_config"
@@ -63,6 +58,28 @@ def render_ssh_config(site: Site, state: StateDir) -> Path:
                     + "\n\n".join(blocks) + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
+
+
+def _bastion_host(bastion: str | None) -> str | None:
+    if not bastion:
+        return None
+    return bastion.rsplit("@", 1)[-1].rsplit(":", 1)[0]
+
+
+def _connection_lines(site: Site, state: StateDir, key: Path | None) -> list[str]:
+    lines = [
+        "  StrictHostKeyChecking yes",
+        "  BatchMode yes",
+        "  ConnectTimeout 10",
+        "  ControlMaster auto",
+        f"  ControlPath {control_path(state)}",
+        "  ControlPersist 60s",
+    ]
+    if key is not None:
+        lines += [f"  IdentityFile {key}", "  IdentitiesOnly yes"]
+    if site.ssh.known_hosts is not None:
+        lines.append(f"  UserKnownHostsFile {site.ssh.known_hosts}")
+    return lines
 
 
 def role_variables(loaded: LoadedSite) -> dict[str, Any]:

@@ -566,12 +566,17 @@ def overlay_digest(name: str, node: str, exclude: tuple[str, ...] = DIGEST_EXCLU
     """A SHA-256 over the node's overlay upper folder: its whole change from the image.
 
     Covers each path, its type and mode, file contents, symlink targets, device numbers
-    (overlay whiteouts are 0:0 character devices) and the opaque-directory mark.
+    (overlay whiteouts are 0:0 character devices) and the opaque-directory mark. A folder
+    that overlayfs only copied up to hold a changed child (same mode as in the image, not
+    opaque) is no change of its own: only its contents count, so a write to an excluded
+    path such as var/cache/apt does not show through its parent var/cache.
     """
     upper = node_dir(name, node) / "upper"
     if not upper.is_dir():
         msg = f"lab {name} has no node {node} (no {upper})"
         raise BadInput(msg)
+    state = load_state(name)
+    lower = Path(state.image) if state is not None else None
     prefixes = tuple(p.strip("/") for p in exclude)
     digest = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(upper):
@@ -583,6 +588,9 @@ def overlay_digest(name: str, node: str, exclude: tuple[str, ...] = DIGEST_EXCLU
                 continue
             path = os.path.join(dirpath, entry)
             info = os.lstat(path)
+            in_image = lower / rel if lower is not None else None
+            if stat.S_ISDIR(info.st_mode) and in_image and _copied_up(path, in_image, info.st_mode):
+                continue
             digest.update(f"{rel}\0{info.st_mode:o}\0".encode())
             if stat.S_ISREG(info.st_mode):
                 with open(path, "rb") as handle:
@@ -595,6 +603,15 @@ def overlay_digest(name: str, node: str, exclude: tuple[str, ...] = DIGEST_EXCLU
                 digest.update(_opaque(path))
             digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _copied_up(path: str, in_image: Path, mode: int) -> bool:
+    """A folder overlayfs copied up unchanged: in the image with this mode, not opaque."""
+    try:
+        image_mode = os.lstat(in_image).st_mode
+    except OSError:
+        return False
+    return image_mode == mode and not _opaque(path)
 
 
 def _join(rel_dir: str, entry: str) -> str:

@@ -55,6 +55,10 @@ def test_full_site_renders_inventory_groups_and_role_variables(tmp_path: Path) -
     assert "Host edge-2 10.20.0.12" in ssh_config
     assert "StrictHostKeyChecking yes" in ssh_config
     assert "ProxyJump ops@jump.example:2222" in ssh_config
+    # The bastion itself is reached directly, with the site's pinned keys.
+    bastion_block = ssh_config.split("Host jump.example\n", 1)[1].split("\n\n", 1)[0]
+    assert "ProxyJump none" in bastion_block
+    assert "StrictHostKeyChecking yes" in bastion_block
 
 
 CREDENTIALS = {"registry.example:5000": {"username": "puller", "password": "pw-Zq81x"}}
