@@ -7,7 +7,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -20,6 +20,9 @@ from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir
+
+if TYPE_CHECKING:
+    from blueprint.playbook import PlaybookResult
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
             CONSOLE.print(f"  {change.node}: {change.task}", highlight=False)
             for line in change.diff.splitlines()[:20]:
                 CONSOLE.print(f"      {line}", highlight=False, markup=False)
+    _print_notes(outcome.results)
     CONSOLE.print(f"plan: {outcome.changed} change(s) would be made")
 
 
@@ -110,7 +114,16 @@ def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
             table.add_row(result.playbook, node, *(str(counts[key]) for key in
                                                    ("ok", "changed", "failed", "unreachable")))
     CONSOLE.print(table)
+    _print_notes(outcome.results)
     CONSOLE.print(f"deploy: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
+
+
+def _print_notes(results: list[PlaybookResult]) -> None:
+    """What the roles reported for the operator: skipped layers and why, host-owned settings."""
+    for result in results:
+        for note in result.notes:
+            CONSOLE.print(f"  note: {note.node}: {result.playbook}: {note.diff}", highlight=False,
+                          markup=False)
 
 
 @cli.command()

@@ -48,6 +48,7 @@ class PlaybookResult:
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     changes: list[TaskChange] = field(default_factory=list)
     failures: list[TaskChange] = field(default_factory=list)
+    notes: list[TaskChange] = field(default_factory=list)
     stdout_file: Path | None = None
 
     @property
@@ -261,6 +262,10 @@ def _collect(result: PlaybookResult, event: dict[str, Any]) -> None:
     if column == "ok" and res.get("changed"):
         counts["changed"] += 1
         result.changes.append(TaskChange(node, task, _diff_text(res)))
+    # Roles name a task "Report ..." when its message is something the operator must see
+    # in the summary: a layer skipped on a node and why, settings the host owns.
+    if column == "ok" and task.startswith("Report") and res.get("msg"):
+        result.notes.append(TaskChange(node, task, REDACTOR.redact(str(res["msg"]))))
     elif column in ("failed", "unreachable"):
         message = str(res.get("msg") or res.get("stderr") or res.get("reason") or "").strip()
         result.failures.append(TaskChange(node, task, REDACTOR.redact(message)))
