@@ -259,7 +259,7 @@ def _collect(result: PlaybookResult, event: dict[str, Any]) -> None:
     if column == "failed" and data.get("ignore_errors"):
         column = "ok"
     counts[column] += 1
-    if column == "ok" and res.get("changed"):
+    if column == "ok" and (res.get("changed") or _censored_change(res, event)):
         counts["changed"] += 1
         result.changes.append(TaskChange(node, task, _diff_text(res)))
     # Roles name a task "Report ..." when its message is something the operator must see
@@ -269,6 +269,11 @@ def _collect(result: PlaybookResult, event: dict[str, Any]) -> None:
     elif column in ("failed", "unreachable"):
         message = str(res.get("msg") or res.get("stderr") or res.get("reason") or "").strip()
         result.failures.append(TaskChange(node, task, REDACTOR.redact(message)))
+
+
+def _censored_change(res: dict[str, Any], event: dict[str, Any]) -> bool:
+    """A no_log task's result keeps no `changed` key; only its display line says it."""
+    return "censored" in res and str(event.get("stdout", "")).lstrip().startswith("changed:")
 
 
 def _diff_text(res: dict[str, Any]) -> str:

@@ -77,6 +77,8 @@ def test_secret_vars_reach_ansible_but_not_its_command_line_or_artifacts(
 
     assert result.ok
     assert (tmp_path / "got").read_text() == secret
+    # The task is no_log: its change is still counted, from the display line.
+    assert [(c.node, c.task) for c in result.changes] == [("here", "Ensure the secret is written.")]
     command = json.loads((tmp_path / "run" / "ansible" / "command").read_text())["command"]
     extravars = Path(command[command.index("-e") + 1].removeprefix("@"))
     assert extravars.name == "extravars" and not extravars.exists()
