@@ -30,8 +30,12 @@ def node_key(site: Site, node: Node) -> Path | None:
 
 
 def control_path(state: StateDir) -> str:
-    """Where SSH keeps a node's shared connection; a socket path must stay under 108 bytes."""
-    folder = state.root if len(str(state.root)) <= 60 else Path(tempfile.gettempdir())
+    """Where SSH keeps a node's shared connection; a socket path must stay under 108 bytes.
+
+    ssh adds 40 characters for %C and 17 for a temporary suffix while it sets the socket up,
+    so a deep state folder falls back to the temp folder.
+    """
+    folder = state.root if len(str(state.root)) <= 40 else Path(tempfile.gettempdir())
     return f"{folder}/bp-cm-%C"
 
 

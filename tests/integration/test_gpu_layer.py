@@ -159,8 +159,9 @@ class GpuLab:
         for node, variables in (host_vars or {}).items():
             (inventory / "host_vars" / f"{node}.yml").write_text(yaml.safe_dump(variables))
         artifacts = self.work / f"artifacts-{time.monotonic_ns()}"
+        # No roles named: the layer's playbook alone, without the product's preflight play.
         [result] = run_layers(
-            [playbook], inventory, artifacts, self.facts_dir, limit=limit, check=check
+            {playbook: []}, inventory, artifacts, self.facts_dir, limit=limit, check=check
         )
         return result
 
