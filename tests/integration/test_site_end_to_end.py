@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -21,9 +22,10 @@ from rich.console import Console
 
 from blueprint.deploy import DeployOutcome, deploy
 from blueprint.errors import ExitCode
+from blueprint.inventory import secret_variables
 from blueprint.lab import overlay_digest
 from blueprint.loader import load_site
-from blueprint.secrets import PASSWORD_ENV
+from blueprint.secrets import MASK, PASSWORD_ENV, load_site_secrets
 from blueprint.state import RunHistory, StateDir
 
 if TYPE_CHECKING:
@@ -68,9 +70,23 @@ def changes(outcome: DeployOutcome) -> set[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def site(lab: LabHandle) -> Iterator[Path]:
-    """The lab's site with a canary secret in its vault; the vault is removed afterwards."""
+    """The lab's site with a registry mirror whose password, the canary, is in the vault.
+
+    Afterwards the site file is restored, the vault removed and the runtime layer deployed
+    again, so the nodes hold no credentials and later modules see the lab as it was.
+    """
+    original = lab.site_file.read_text()
+    mirror_host = f"{lab.state.bridge_ip}:5000"
+    data = yaml.safe_load(original)
+    data["artifacts"]["registry_mirrors"] = [
+        {"registry": "docker.io", "endpoints": [f"http://{mirror_host}"]}
+    ]
+    lab.site_file.write_text(yaml.safe_dump(data, sort_keys=False))
     secrets_file = lab.site_dir / "secrets.yaml"
-    secrets_file.write_text(f"registry_password: {CANARY}\n")
+    secrets_file.write_text(yaml.safe_dump({
+        "registry_password": CANARY,
+        "registry_credentials": {mirror_host: {"username": "lab-puller", "password": CANARY}},
+    }))
     password_file = lab.site_dir / ".vault-pass"
     password_file.write_text(VAULT_PASSWORD)
     ansible_vault = Path(sys.executable).parent / "ansible-vault"
@@ -78,9 +94,15 @@ def site(lab: LabHandle) -> Iterator[Path]:
                     str(secrets_file)], check=True, capture_output=True)
     password_file.unlink()
     os.environ[PASSWORD_ENV] = VAULT_PASSWORD
-    yield lab.site_file
-    os.environ.pop(PASSWORD_ENV, None)
-    secrets_file.unlink()
+    try:
+        yield lab.site_file
+    finally:
+        os.environ.pop(PASSWORD_ENV, None)
+        secrets_file.unlink()
+        lab.site_file.write_text(original)
+        loaded = load_site(lab.site_file)
+        deploy(loaded, StateDir.for_site(loaded.site_dir), Console(file=io.StringIO()),
+               requested=["container_runtime"])
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +112,12 @@ def outputs() -> list[str]:
 
 
 def api_deploy(site: Path, *, check: bool = False) -> DeployOutcome:
+    """A deploy as the CLI runs it, the vault's secrets passed for this run only."""
     loaded = load_site(site)
     state = StateDir.for_site(loaded.site_dir)
-    return deploy(loaded, state, Console(file=io.StringIO()), check=check)
+    secret_vars = secret_variables(loaded, load_site_secrets(loaded.site_dir))
+    return deploy(loaded, state, Console(file=io.StringIO()), check=check,
+                  secret_vars=secret_vars)
 
 
 def test_plan_on_fresh_nodes_lists_changes_and_changes_nothing(
@@ -106,6 +131,9 @@ def test_plan_on_fresh_nodes_lists_changes_and_changes_nothing(
     assert done.returncode == ExitCode.OK, done.stderr
     assert "Ensure containerd is installed." in done.stdout
     assert "change(s) would be made" in done.stdout
+    # The credentials fragment is listed without a diff: nothing had to be masked.
+    assert "Ensure the registry credentials fragment is present." in done.stdout
+    assert MASK not in done.stdout
     assert digests(lab) == before
 
 
@@ -126,6 +154,18 @@ def test_first_deploy_converges_every_node(lab: LabHandle, site: Path,
         for node in lab.nodes
     }
     assert all(row["failed"] == 0 and row["unreachable"] == 0 for row in rows)
+
+
+def test_registry_credentials_reach_containerd_readable_by_root_only(lab: LabHandle,
+                                                                    site: Path) -> None:
+    for node in lab.nodes:
+        config = lab.ssh(node, "cat /etc/containerd/config.toml").stdout
+        mode = lab.ssh(node, "stat -c %a /etc/containerd/config.toml").stdout.strip()
+        plugins = lab.ssh(node, "ctr plugins ls").stdout
+
+        assert f'password = "{CANARY}"' in config, node.name
+        assert mode == "600", node.name
+        assert re.search(r"io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok", plugins), node.name
 
 
 def test_second_deploy_changes_nothing_and_restarts_nothing(lab: LabHandle, site: Path) -> None:
@@ -238,8 +278,9 @@ def test_validate_through_a_bastion_goes_through_it(
 
 def test_the_canary_secret_is_nowhere(site: Path, outputs: list[str]) -> None:
     assert outputs, "the earlier steps recorded no output"
-    assert not [text for text in outputs if CANARY in text]
-    state = site.parent / ".state"
-    leaks = [str(path) for path in state.rglob("*")
-             if path.is_file() and CANARY.encode() in path.read_bytes()]
-    assert leaks == []
+    for secret in (CANARY, VAULT_PASSWORD):
+        assert not [text for text in outputs if secret in text], secret
+        state = site.parent / ".state"
+        leaks = [str(path) for path in state.rglob("*")
+                 if path.is_file() and secret.encode() in path.read_bytes()]
+        assert leaks == [], secret
