@@ -59,7 +59,8 @@ def select_layers(loaded: LoadedSite, requested: list[str] | None) -> list[Layer
 
 
 def preflight(
-    loaded: LoadedSite, layers: list[Layer], state: StateDir, *, check: bool = False
+    loaded: LoadedSite, layers: list[Layer], state: StateDir, *, check: bool = False,
+    stock: bool = False,
 ) -> Path:
     """Everything that can stop a run, checked before the first change; returns inventory."""
     # Tools on the controller.
@@ -90,7 +91,7 @@ def preflight(
         raise BadInput(msg)
 
     # Every node answers SSH with the host key pinned for it.
-    inventory_dir = render_inventory(loaded, state)
+    inventory_dir = render_inventory(loaded, state, stock=stock)
     check_nodes_reachable(loaded.site.nodes, state.root / "ssh_config", for_plan=check)
     return inventory_dir
 
@@ -151,7 +152,7 @@ def deploy(
     outcome = DeployOutcome(run_id=new_run_id(verb))
 
     with state.lock():
-        inventory_dir = preflight(loaded, layers, state, check=check)
+        inventory_dir = preflight(loaded, layers, state, check=check, stock=stock)
         run_dir = state.run_dir(outcome.run_id)
         outcome.run_dir = run_dir
         run_log = attach_run_log(run_dir / "blueprint.log")

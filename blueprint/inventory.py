@@ -161,19 +161,26 @@ def secret_variables(loaded: LoadedSite, secrets: dict[str, Any]) -> dict[str, A
     return {"container_runtime_registry_auth": auth}
 
 
-def render_inventory(loaded: LoadedSite, state: StateDir) -> Path:
-    """Write `<state>/inventory/` (hosts.yml and group_vars/all.yml); return its folder."""
+def render_inventory(loaded: LoadedSite, state: StateDir, *, stock: bool = False) -> Path:
+    """Write `<state>/inventory/` (hosts.yml and group_vars/all.yml); return its folder.
+
+    `stock` is for benchmarks against Ansible's defaults: its ssh plugin then keeps its own
+    shared connections, as stock Ansible does, instead of mitogen's one session per node.
+    """
     site = loaded.site
     ssh_config = render_ssh_config(site, state)
+    ssh_args = f"-F {shlex.quote(str(ssh_config))}"
+    if not stock:
+        # One session per node comes from mitogen: no shared connection is made or used,
+        # so a run never rides on a connection opened with other settings.
+        ssh_args += " -o ControlPath=none"
     hosts: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {group: {"hosts": {}} for group in GROUP_OF_ROLE.values()}
     for node in site.nodes:
         host: dict[str, Any] = {
             "ansible_host": str(node.address),
             "ansible_user": node_user(site, node),
-            # One session per node comes from mitogen: no shared connection is made or used,
-            # so a run never rides on a connection opened with other settings.
-            "ansible_ssh_common_args": f"-F {shlex.quote(str(ssh_config))} -o ControlPath=none",
+            "ansible_ssh_common_args": ssh_args,
             "blueprint_node_roles": list(node.roles),
             # Per node: SSH hardening must keep this node's own installer login working.
             "os_baseline_installer_user": node_user(site, node),

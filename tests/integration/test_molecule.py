@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from blueprint.inventory import render_inventory
+from blueprint.loader import load_site
+from blueprint.state import StateDir
+
 pytestmark = pytest.mark.lab
 
 # After the site end-to-end test (20): these converge the nodes again anyway.
@@ -38,44 +42,27 @@ NVIDIA_RUNTIME = """\
 """
 
 
-def render_inventory(lab: Any) -> dict[str, Any]:
-    """The inventory as the product renders it: nodes by node role, site settings in all."""
-    groups: dict[str, dict[str, Any]] = {
-        group: {"hosts": {}} for group in ("control_plane", "worker", "gpu", "storage")
-    }
-    for node in lab.nodes:
-        for role in node.roles:
-            groups[role.replace("-", "_")]["hosts"][node.name] = {"ansible_host": node.address}
-    key = lab.site_dir / "lab_ed25519"
-    known_hosts = lab.site_dir / "known_hosts"
-    settings = {
-        "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(key),
-        "ansible_ssh_common_args": (
-            f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
-        ),
-        "os_baseline_apt_proxy": lab.state.apt_proxy,
-        "os_baseline_installer_user": "root",
-        # The lab key doubles as the admin's, so verify can log in as the admin too.
-        "os_baseline_admin_authorized_keys": [key.with_suffix(".pub").read_text().strip()],
-        # A plain-HTTP mirror: containerd must still load CRI with it.
-        "container_runtime_registry_mirrors": [
-            {"registry": "docker.io", "endpoints": [f"http://{lab.state.bridge_ip}:5000"]},
-            {
-                "registry": "repo.example.internal:5000",
-                "endpoints": ["http://repo.example.internal:5000"],
-                "skip_verify": True,
-            },
-        ],
-    }
-    return {"all": {"vars": settings, "children": groups}}
-
-
 @pytest.fixture(scope="module")
 def molecule_inventory(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("molecule") / "hosts.yml"
-    path.write_text(yaml.safe_dump(render_inventory(lab), sort_keys=False))
-    return path
+    """The product's own inventory of the lab site, with two registry mirrors added.
+
+    A plain-HTTP mirror (containerd must still load CRI with it) and one that skips TLS
+    verification; the lab key doubles as the admin's, so verify logs in as the admin too.
+    """
+    work = tmp_path_factory.mktemp("molecule")
+    data = yaml.safe_load(lab.site_file.read_text())
+    data["artifacts"]["registry_mirrors"] = [
+        {"registry": "docker.io", "endpoints": [f"http://{lab.state.bridge_ip}:5000"]},
+        {"registry": "repo.example.internal:5000",
+         "endpoints": ["http://repo.example.internal:5000"], "skip_verify": True},
+    ]
+    site_file = lab.site_dir / "site-molecule.yaml"
+    site_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        loaded = load_site(site_file)
+        return render_inventory(loaded, StateDir.for_site(lab.site_dir, work / "state"))
+    finally:
+        site_file.unlink()
 
 
 def run_molecule(role: str, inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:
