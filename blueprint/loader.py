@@ -91,12 +91,6 @@ def load_blueprint(
     return _validate(Blueprint, loaded), path
 
 
-def builtin_blueprint(name: str) -> Blueprint:
-    """One of the blueprints shipped in the package."""
-    blueprint, _ = load_blueprint(name, BUILTIN_BLUEPRINTS_DIR)
-    return blueprint
-
-
 M = typing.TypeVar("M", bound=BaseModel)
 
 

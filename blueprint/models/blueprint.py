@@ -73,18 +73,3 @@ class Blueprint(StrictModel):
             msg = f"layers must run in the order {', '.join(expected)}; got {', '.join(names)}"
             raise ValueError(msg)
         return layers
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [layer.name for layer in self.layers]
-
-    def layer(self, name: str) -> Layer | None:
-        """The layer called `name`, or None when the blueprint does not have it."""
-        return next((layer for layer in self.layers if layer.name == name), None)
-
-    def validation_layers(self) -> list[str]:
-        """Check layers this blueprint deploys; hardware is always checked."""
-        layers = ["hardware"]
-        for layer in self.layers:
-            layers.extend(layer.validates)
-        return layers

@@ -213,9 +213,6 @@ class Waiver(StrictModel):
     reason: str = Field(min_length=3)
     expires: dt.date
 
-    def active(self, today: dt.date | None = None) -> bool:
-        return (today or dt.date.today()) <= self.expires
-
 
 class Site(StrictModel):
     """A site file: the nodes of one place and how the blueprint is deployed there."""
@@ -254,6 +251,3 @@ class Site(StrictModel):
                 msg = f"node '{waiver.node}' is not a node of this site"
                 found.append((("waivers", index, "node"), msg))
         return found
-
-    def node(self, name: str) -> Node:
-        return next(node for node in self.nodes if node.name == name)
