@@ -14,7 +14,7 @@ from rich.console import Console
 
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
-from blueprint.inventory import render_inventory
+from blueprint.inventory import PYTHON, render_inventory
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -96,15 +96,18 @@ def preflight(
     return inventory_dir
 
 
-# A plan runs Ansible's apt module in check mode, which needs python3-apt on the node and
-# will not install it then; a deploy installs it by itself.
-PLAN_PROBE = "python3 -c 'import apt_pkg'"
+# Ansible runs modules with the node's /usr/bin/python3 (set in the inventory, so no run
+# spends a round trip discovering it). A plan runs Ansible's apt module in check mode, which
+# also needs python3-apt on the node and will not install it then; a deploy installs it.
+NO_PYTHON, NO_PYTHON_APT = 97, 98
+DEPLOY_PROBE = f"test -x {PYTHON} || exit {NO_PYTHON}"
+PLAN_PROBE = f"{DEPLOY_PROBE}; {PYTHON} -c 'import apt_pkg' 2>/dev/null || exit {NO_PYTHON_APT}"
 
 
 def check_nodes_reachable(nodes: list[Node], ssh_config: Path, *, for_plan: bool = False) -> None:
     """Open one SSH session per node in parallel; a changed host key stops the run."""
     def probe(node: Node) -> str | None:
-        command = PLAN_PROBE if for_plan else "true"
+        command = PLAN_PROBE if for_plan else DEPLOY_PROBE
         # A fresh connection with exactly the settings Ansible gets: never an open one.
         cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", node.name, command]
         try:
@@ -114,7 +117,12 @@ def check_nodes_reachable(nodes: list[Node], ssh_config: Path, *, for_plan: bool
         if done.returncode == 0:
             return None
         err = done.stderr
-        if done.returncode != 255 and for_plan and "apt_pkg" in err:
+        if done.returncode == NO_PYTHON:
+            return (
+                f"node {node.name}: {PYTHON} is missing, and Ansible needs it on every node; "
+                "install python3 with the OS"
+            )
+        if done.returncode == NO_PYTHON_APT:
             return (
                 f"node {node.name}: python3-apt is missing, and a plan needs it to read the "
                 "package state; install it with the OS or run deploy --layer os_baseline"

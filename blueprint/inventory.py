@@ -17,6 +17,8 @@ from blueprint.models import Node, Site
 from blueprint.state import StateDir
 
 # Ansible group names cannot carry '-'; the node role control-plane becomes control_plane.
+# The Python Ansible runs modules with on every node (Debian and Ubuntu put it here).
+PYTHON = "/usr/bin/python3"
 GROUP_OF_ROLE = {"control-plane": "control_plane", "worker": "worker", "gpu": "gpu",
                  "storage": "storage"}
 
@@ -197,7 +199,7 @@ def render_inventory(loaded: LoadedSite, state: StateDir, *, stock: bool = False
     inventory = {"all": {"hosts": hosts, "children": groups}}
     _write_yaml(inventory_dir / "hosts.yml", inventory)
     group_vars = {"blueprint_site": site.name, "blueprint_name": loaded.blueprint.name,
-                  **role_variables(loaded)}
+                  "ansible_python_interpreter": PYTHON, **role_variables(loaded)}
     _write_yaml(inventory_dir / "group_vars" / "all.yml", group_vars)
     return inventory_dir
 
