@@ -22,7 +22,7 @@ from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir
 
 if TYPE_CHECKING:
-    from blueprint.playbook import PlaybookResult
+    from blueprint.deploy import DeployOutcome
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
             CONSOLE.print(f"  {change.node}: {change.task}", highlight=False)
             for line in change.diff.splitlines()[:20]:
                 CONSOLE.print(f"      {line}", highlight=False, markup=False)
-    _print_notes(outcome.results)
+    _print_notes(outcome)
     CONSOLE.print(f"plan: {outcome.changed} change(s) would be made")
 
 
@@ -114,16 +114,19 @@ def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
             table.add_row(result.playbook, node, *(str(counts[key]) for key in
                                                    ("ok", "changed", "failed", "unreachable")))
     CONSOLE.print(table)
-    _print_notes(outcome.results)
+    _print_notes(outcome)
     CONSOLE.print(f"deploy: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
 
 
-def _print_notes(results: list[PlaybookResult]) -> None:
+def _print_notes(outcome: DeployOutcome) -> None:
     """What the roles reported for the operator: skipped layers and why, host-owned settings."""
-    for result in results:
-        for note in result.notes:
-            CONSOLE.print(f"  note: {note.node}: {result.playbook}: {note.diff}", highlight=False,
-                          markup=False)
+    from blueprint.playbook import PREFLIGHT
+
+    notes = [(PREFLIGHT, note) for note in outcome.preflight_notes]
+    notes += [(result.playbook, note) for result in outcome.results for note in result.notes]
+    for where, note in notes:
+        CONSOLE.print(f"  note: {note.node}: {where}: {note.diff}", highlight=False,
+                      markup=False)
 
 
 @cli.command()

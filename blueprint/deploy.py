@@ -18,7 +18,13 @@ from blueprint.inventory import PYTHON, render_inventory
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
-from blueprint.playbook import PREFLIGHT, PlaybookResult, require_ansible, run_layers
+from blueprint.playbook import (
+    PREFLIGHT,
+    PlaybookResult,
+    TaskChange,
+    require_ansible,
+    run_layers,
+)
 from blueprint.proc import require_tool
 from blueprint.progress import DeployProgress
 from blueprint.state import RunHistory, StateDir, new_run_id
@@ -33,6 +39,8 @@ class DeployOutcome:
     run_id: str
     results: list[PlaybookResult] = field(default_factory=list)
     run_dir: Path | None = None
+    # What the preflight play reported for the operator, e.g. a GPU-less node's skip reason.
+    preflight_notes: list[TaskChange] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -205,7 +213,9 @@ def _run_layers(
             secret_vars=secret_vars,
         )
     for result in results:
-        if result.playbook != PREFLIGHT:
+        if result.playbook == PREFLIGHT:
+            outcome.preflight_notes = result.notes
+        else:
             outcome.results.append(result)
             history.record_layer(outcome.run_id, result.playbook, result.stats)
     for result in results:
