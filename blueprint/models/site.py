@@ -7,6 +7,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -140,7 +141,24 @@ class Network(StrictModel):
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             msg = f"proxy '{value}' is not an http:// or https:// URL"
             raise ValueError(msg)
-        return value
+        return _without_credentials(value)
+
+
+def _without_credentials(url: str | None) -> str | None:
+    """Refuse a URL with a user or password: the site file holds no secrets.
+
+    The proxy settings land in world-readable files on the nodes (/etc/environment, apt's
+    configuration), so a password there would leak.
+    """
+    # TODO(issue 2): authenticated proxies (credentials from the vault, written to files
+    # only root reads) are not supported yet.
+    if url is not None and "@" in urlsplit(url).netloc:
+        host = urlsplit(url).netloc.rpartition("@")[2]
+        msg = (f"URL for host '{host}' holds a user or password; the site file holds no "
+               "secrets and authenticated proxies are not supported yet: admit the nodes' "
+               "addresses at the proxy instead")
+        raise ValueError(msg)
+    return url
 
 
 class RegistryMirror(StrictModel):
@@ -167,6 +185,11 @@ class Artifacts(StrictModel):
     repositories: dict[str, RepositoryMirror] = Field(
         default_factory=dict, description="mirror mode: the site's mirror of catalogue entries"
     )
+
+    @field_validator("apt_proxy")
+    @classmethod
+    def _apt_proxy_without_credentials(cls, value: str | None) -> str | None:
+        return _without_credentials(value)
 
     @field_validator("repositories")
     @classmethod
