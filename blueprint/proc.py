@@ -1,16 +1,24 @@
-"""Running host commands with their command line logged at DEBUG."""
+"""Host commands with their command line logged at DEBUG; long-running ones started and
+stopped by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from blueprint.errors import DeployFailed, EnvironmentMissing
 
 log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 30.0
 
 
 def run(
@@ -41,3 +49,72 @@ def require_tool(name: str, package: str) -> str:
         msg = f"'{name}' is not installed; install it with: apt-get install {package}"
         raise EnvironmentMissing(msg)
     return path
+
+
+def start_detached(
+    cmd: Sequence[str],
+    log_file: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+    cwd: Path | str = "/",
+) -> subprocess.Popen[bytes]:
+    """Start a long-running `cmd` in its own session, output appended to `log_file`.
+
+    The caller keeps the PID (with a marker from its command line, see `pid_alive`) and
+    stops it with `stop_pids`: nothing is ever stopped by name.
+    """
+    log.debug("start: %s", shlex.join(cmd))
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            user=user,
+            group=user,
+            cwd=cwd,
+        )
+
+
+def pid_alive(pid: int | None, marker: str = "") -> bool:
+    """True when `pid` runs (not a zombie) and its command line contains `marker`.
+
+    The marker guards against a PID reused by an unrelated process after a crash.
+    """
+    if not pid:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X") and marker in cmdline
+
+
+def stop_pids(pids: list[tuple[int, str]], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM each live (pid, marker), wait up to `timeout`, then SIGKILL what is left."""
+    live = [(pid, marker) for pid, marker in pids if pid_alive(pid, marker)]
+    for pid, _ in live:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p, m) for p, m in live):
+        time.sleep(0.2)
+    for pid, marker in live:
+        if pid_alive(pid, marker):
+            log.warning("PID %d did not stop within %.0f s; killing it", pid, timeout)
+            _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p, m) for p, m in live):
+        time.sleep(0.1)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    log.debug("kill -%s %d", sig.name, pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

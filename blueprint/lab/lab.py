@@ -29,15 +29,13 @@ from blueprint.lab.node import (
     mount_overlay,
     mounted_paths,
     nspawn_command,
-    pid_alive,
     read_nspawn_pid,
     start_supervisor,
-    stop_pids,
     unmount,
     write_identity,
 )
 from blueprint.lab.paths import LAB_ROOT, lab_dir, node_dir
-from blueprint.proc import require_tool, run
+from blueprint.proc import pid_alive, require_tool, run, stop_pids
 
 log = logging.getLogger(__name__)
 

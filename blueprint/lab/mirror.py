@@ -13,7 +13,7 @@ from pathlib import Path
 from blueprint.errors import DeployFailed
 from blueprint.lab.image import DEFAULT_MIRROR, host_mirror, host_uris
 from blueprint.lab.paths import MIRROR_CACHE_ROOT, lab_dir
-from blueprint.proc import run
+from blueprint.proc import run, start_detached
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +87,7 @@ def start_mirror(lab: str, bind: str, port: int) -> int:
 
     log.info("Starting the mirror on %s:%d", bind, port)
     cmd = ["apt-cacher-ng", "-c", str(conf), "ForeGround=1"]
-    log.debug("run: %s", " ".join(cmd))
-    with open(conf / "apt-cacher-ng.out", "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            user=user,
-            group=user,
-        )
+    proc = start_detached(cmd, conf / "apt-cacher-ng.out", user=user)
     wait_listening(bind, port, proc, timeout=15)
     return proc.pid
 

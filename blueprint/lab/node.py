@@ -10,23 +10,19 @@ nspawn then needs a cgroup subtree it may write, which `--keep-unit` assumes it 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from blueprint.proc import run
+from blueprint.proc import run, start_detached
 
 log = logging.getLogger(__name__)
 
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
-STOP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -162,17 +158,7 @@ def start_supervisor(node_dir: Path, command: list[str]) -> int:
         "--",
         *command,
     ]
-    log.debug("run: %s", " ".join(cmd))
-    with open(node_dir / "console.log", "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **NSPAWN_ENV},
-            cwd="/",
-        )
+    proc = start_detached(cmd, node_dir / "console.log", env={**os.environ, **NSPAWN_ENV})
     return proc.pid
 
 
@@ -186,44 +172,3 @@ def read_nspawn_pid(node_dir: Path, timeout: float = 5.0) -> int | None:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.1)
-
-
-def pid_alive(pid: int | None, marker: str = "") -> bool:
-    """True when `pid` runs (not a zombie) and its command line contains `marker`.
-
-    The marker guards against a PID reused by an unrelated process after a crash.
-    """
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and marker in cmdline
-
-
-def stop_pids(pids: list[tuple[int, str]], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM each live (pid, marker), wait up to `timeout`, then SIGKILL what is left."""
-    live = [(pid, marker) for pid, marker in pids if pid_alive(pid, marker)]
-    for pid, _ in live:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(p, m) for p, m in live):
-        time.sleep(0.2)
-    for pid, marker in live:
-        if pid_alive(pid, marker):
-            log.warning("PID %d did not stop within %.0f s; killing it", pid, timeout)
-            _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(pid_alive(p, m) for p, m in live):
-        time.sleep(0.1)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    log.debug("kill -%s %d", sig.name, pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
