@@ -91,13 +91,30 @@ class NodeSsh(StrictModel):
 class Bmc(StrictModel):
     """A node's baseboard management controller; credentials are a name in the site's vault."""
 
-    address: str
+    address: str = Field(description="https://host[:port] of a Redfish service, host of IPMI")
     protocol: Literal["redfish", "ipmi"] = "redfish"
-    credentials: str = Field(description="key of the BMC's username/password in secrets.yaml")
+    credentials: str = Field(
+        description="key under bmc_credentials in secrets.yaml (username, password), or "
+        "BLUEPRINT_BMC_<KEY>_USERNAME/_PASSWORD in the environment"
+    )
     verify_tls: bool = True
-    ca: Path | None = None
+    ca: Path | None = Field(default=None, description="PEM file of the CA that signed the BMC")
+    system: str | None = Field(
+        default=None, description="Redfish system id, needed when the BMC manages several"
+    )
+    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per BMC request")
 
     _ca_exists = field_validator("ca")(_existing_file)
+
+    @field_validator("address")
+    @classmethod
+    def _address_shape(cls, value: str) -> str:
+        if re.match(r"^https?://", value) and " " not in value:
+            return value.rstrip("/")
+        if re.match(r"^[A-Za-z0-9.:\[\]-]+$", value):
+            return value
+        msg = f"BMC address '{value}' is neither an http(s):// URL nor a host name or address"
+        raise ValueError(msg)
 
 
 class Node(StrictModel):
