@@ -96,6 +96,7 @@ class Capabilities:
     virtual_media: bool
     bios: bool
     secure_boot: bool
+    pcie_devices: bool
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ class RedfishBmc:
             virtual_media=self._media_collection(required=False) is not None,
             bios="Bios" in system.json,
             secure_boot="SecureBoot" in system.json,
+            pcie_devices="PCIeDevices" in system.json,
         )
 
     def inventory(self) -> Inventory:

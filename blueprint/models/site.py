@@ -22,6 +22,8 @@ from blueprint.models.common import StrictModel
 
 NODE_ROLES: tuple[str, ...] = ("control-plane", "worker", "gpu", "storage")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+DISK = re.compile(r"^/dev/[A-Za-z0-9._/:-]+$")
 BASTION = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(?::\d{1,5})?$")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -125,8 +127,33 @@ class Node(StrictModel):
     roles: list[NodeRoleName] = Field(min_length=1)
     ssh: NodeSsh | None = None
     bmc: Bmc | None = None
+    boot_mac: str | None = Field(
+        default=None, description="MAC of the NIC the node boots from the network with"
+    )
+    install_disk: str | None = Field(
+        default=None, description="disk the OS is installed on, e.g. /dev/disk/by-path/..."
+    )
 
     _name_is_label = field_validator("name")(_dns_label)
+
+    @field_validator("boot_mac", mode="before")
+    @classmethod
+    def _mac_shape(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        mac = str(value).strip().lower().replace("-", ":")
+        if not MAC.match(mac):
+            msg = f"'{value}' is not a MAC address; write six hex pairs, e.g. 52:54:00:12:34:56"
+            raise ValueError(msg)
+        return mac
+
+    @field_validator("install_disk")
+    @classmethod
+    def _disk_shape(cls, value: str | None) -> str | None:
+        if value is not None and not DISK.match(value):
+            msg = f"install disk '{value}' is not a device path under /dev/"
+            raise ValueError(msg)
+        return value
 
     @field_validator("roles")
     @classmethod
@@ -250,6 +277,7 @@ class Site(StrictModel):
         found: list[tuple[tuple[str | int, ...], str]] = []
         names: dict[str, int] = {}
         addresses: dict[IPAddress, str] = {}
+        macs: dict[str, str] = {}
         for index, node in enumerate(self.nodes):
             if node.name in names:
                 msg = f"name '{node.name}' is already used by node #{names[node.name] + 1}"
@@ -261,8 +289,13 @@ class Site(StrictModel):
             if subnet is not None and node.address not in subnet:
                 msg = f"address {node.address} is outside the site's subnet {subnet}"
                 found.append((("nodes", index, "address"), msg))
+            if node.boot_mac is not None and node.boot_mac in macs:
+                msg = f"boot MAC {node.boot_mac} is already used by node {macs[node.boot_mac]}"
+                found.append((("nodes", index, "boot_mac"), msg))
             names.setdefault(node.name, index)
             addresses.setdefault(node.address, node.name)
+            if node.boot_mac is not None:
+                macs.setdefault(node.boot_mac, node.name)
         for index, waiver in enumerate(self.waivers):
             if waiver.node is not None and waiver.node not in names:
                 msg = f"node '{waiver.node}' is not a node of this site"
