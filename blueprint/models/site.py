@@ -249,6 +249,47 @@ class Artifacts(StrictModel):
         return self
 
 
+class Provision(StrictModel):
+    """How nodes are installed: the boot server on the provisioning network and the OS."""
+
+    boot_server: IPvAnyAddress = Field(
+        description="address of the host that runs dnsmasq and the HTTP server, in the subnet"
+    )
+    interface: str = Field(description="network interface of the boot server on that subnet")
+    http_port: int = Field(default=8069, ge=1, le=65535)
+    gateway: IPvAnyAddress | None = None
+    dns: list[IPvAnyAddress] = Field(default_factory=list)
+    domain: str = Field(default="edge.internal", description="DNS domain of the nodes")
+    os: Literal["debian-12", "ubuntu-24.04"] = "debian-12"
+    mirror: str | None = Field(
+        default=None,
+        description="package mirror of the installer and the nodes (http, host and path); "
+        "default: deb.debian.org/debian or archive.ubuntu.com/ubuntu",
+    )
+    timezone: str = "Etc/UTC"
+    boot: Literal["pxe", "http"] = Field(
+        default="pxe", description="pxe: BIOS/UEFI PXE then iPXE; http: UEFI HTTP boot"
+    )
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_is_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+/\S*$", value):
+            msg = f"mirror '{value}' is not an http(s):// URL with a path, e.g. http://host/debian"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @field_validator("interface")
+    @classmethod
+    def _interface_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.:@-]{1,15}$", value):
+            msg = f"'{value}' is not a network interface name (at most 15 characters)"
+            raise ValueError(msg)
+        return value
+
+
 class Waiver(StrictModel):
     """An accepted failure of one validation check, with a reason and an end date."""
 
@@ -269,6 +310,9 @@ class Site(StrictModel):
     nodes: list[Node] = Field(min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
+    provision: Provision | None = Field(
+        default=None, description="bare-metal install: boot server, OS, mirror"
+    )
 
     _name_is_label = field_validator("name")(_dns_label)
 
@@ -296,8 +340,30 @@ class Site(StrictModel):
             addresses.setdefault(node.address, node.name)
             if node.boot_mac is not None:
                 macs.setdefault(node.boot_mac, node.name)
+        if self.provision is not None:
+            found += self._provision_problems(self.provision)
         for index, waiver in enumerate(self.waivers):
             if waiver.node is not None and waiver.node not in names:
                 msg = f"node '{waiver.node}' is not a node of this site"
                 found.append((("waivers", index, "node"), msg))
+        return found
+
+    def _provision_problems(
+        self, provision: Provision
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        subnet = self.network.subnet
+        if subnet is None:
+            msg = "provisioning needs the site's subnet (network.subnet) for static addresses"
+            found.append((("provision",), msg))
+        else:
+            for field in ("boot_server", "gateway"):
+                value = getattr(provision, field)
+                if value is not None and value not in subnet:
+                    msg = f"{value} is outside the site's subnet {subnet}"
+                    found.append((("provision", field), msg))
+        for node in self.nodes:
+            if node.address == provision.boot_server:
+                msg = f"{node.address} is node {node.name}'s address; the boot server needs its own"
+                found.append((("provision", "boot_server"), msg))
         return found
