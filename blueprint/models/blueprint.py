@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -43,6 +44,21 @@ class HardwareProfile(StrictModel):
     gpus: int = Field(default=0, ge=0, description="NVIDIA GPUs a node of this role must have")
     boot_mode: Literal["uefi", "bios", "any"] = "any"
     secure_boot: Literal["on", "off", "any"] = "any"
+    bios: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        description="BIOS attributes the node must have, by their Redfish names "
+        "(e.g. Above4GDecoding: Enabled); vendors name them differently",
+    )
+    min_bios_version: str | None = Field(default=None, description="lowest BIOS version")
+    min_bmc_version: str | None = Field(default=None, description="lowest BMC firmware")
+
+    @field_validator("min_bios_version", "min_bmc_version")
+    @classmethod
+    def _version_has_numbers(cls, value: str | None) -> str | None:
+        if value is not None and not re.search(r"\d", value):
+            msg = f"version '{value}' has no number to compare"
+            raise ValueError(msg)
+        return value
 
 
 class ValidationSettings(StrictModel):

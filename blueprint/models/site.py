@@ -23,6 +23,8 @@ from blueprint.models.common import StrictModel
 
 NODE_ROLES: tuple[str, ...] = ("control-plane", "worker", "gpu", "storage")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+DISK = re.compile(r"^/dev/[A-Za-z0-9._/:-]+$")
 BASTION = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(?::\d{1,5})?$")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -92,13 +94,30 @@ class NodeSsh(StrictModel):
 class Bmc(StrictModel):
     """A node's baseboard management controller; credentials are a name in the site's vault."""
 
-    address: str
+    address: str = Field(description="https://host[:port] of a Redfish service, host of IPMI")
     protocol: Literal["redfish", "ipmi"] = "redfish"
-    credentials: str = Field(description="key of the BMC's username/password in secrets.yaml")
+    credentials: str = Field(
+        description="key under bmc_credentials in secrets.yaml (username, password), or "
+        "BLUEPRINT_BMC_<KEY>_USERNAME/_PASSWORD in the environment"
+    )
     verify_tls: bool = True
-    ca: Path | None = None
+    ca: Path | None = Field(default=None, description="PEM file of the CA that signed the BMC")
+    system: str | None = Field(
+        default=None, description="Redfish system id, needed when the BMC manages several"
+    )
+    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per BMC request")
 
     _ca_exists = field_validator("ca")(_existing_file)
+
+    @field_validator("address")
+    @classmethod
+    def _address_shape(cls, value: str) -> str:
+        if re.match(r"^https?://", value) and " " not in value:
+            return value.rstrip("/")
+        if re.match(r"^[A-Za-z0-9.:\[\]-]+$", value):
+            return value
+        msg = f"BMC address '{value}' is neither an http(s):// URL nor a host name or address"
+        raise ValueError(msg)
 
 
 class Node(StrictModel):
@@ -109,8 +128,33 @@ class Node(StrictModel):
     roles: list[NodeRoleName] = Field(min_length=1)
     ssh: NodeSsh | None = None
     bmc: Bmc | None = None
+    boot_mac: str | None = Field(
+        default=None, description="MAC of the NIC the node boots from the network with"
+    )
+    install_disk: str | None = Field(
+        default=None, description="disk the OS is installed on, e.g. /dev/disk/by-path/..."
+    )
 
     _name_is_label = field_validator("name")(_dns_label)
+
+    @field_validator("boot_mac", mode="before")
+    @classmethod
+    def _mac_shape(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        mac = str(value).strip().lower().replace("-", ":")
+        if not MAC.match(mac):
+            msg = f"'{value}' is not a MAC address; write six hex pairs, e.g. 52:54:00:12:34:56"
+            raise ValueError(msg)
+        return mac
+
+    @field_validator("install_disk")
+    @classmethod
+    def _disk_shape(cls, value: str | None) -> str | None:
+        if value is not None and not DISK.match(value):
+            msg = f"install disk '{value}' is not a device path under /dev/"
+            raise ValueError(msg)
+        return value
 
     @field_validator("roles")
     @classmethod
@@ -228,6 +272,47 @@ class Artifacts(StrictModel):
         return self
 
 
+class Provision(StrictModel):
+    """How nodes are installed: the boot server on the provisioning network and the OS."""
+
+    boot_server: IPvAnyAddress = Field(
+        description="address of the host that runs dnsmasq and the HTTP server, in the subnet"
+    )
+    interface: str = Field(description="network interface of the boot server on that subnet")
+    http_port: int = Field(default=8069, ge=1, le=65535)
+    gateway: IPvAnyAddress | None = None
+    dns: list[IPvAnyAddress] = Field(default_factory=list)
+    domain: str = Field(default="edge.internal", description="DNS domain of the nodes")
+    os: Literal["debian-12", "ubuntu-24.04"] = "debian-12"
+    mirror: str | None = Field(
+        default=None,
+        description="package mirror of the installer and the nodes (http, host and path); "
+        "default: deb.debian.org/debian or archive.ubuntu.com/ubuntu",
+    )
+    timezone: str = "Etc/UTC"
+    boot: Literal["pxe", "http"] = Field(
+        default="pxe", description="pxe: BIOS/UEFI PXE then iPXE; http: UEFI HTTP boot"
+    )
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_is_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+/\S*$", value):
+            msg = f"mirror '{value}' is not an http(s):// URL with a path, e.g. http://host/debian"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @field_validator("interface")
+    @classmethod
+    def _interface_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.:@-]{1,15}$", value):
+            msg = f"'{value}' is not a network interface name (at most 15 characters)"
+            raise ValueError(msg)
+        return value
+
+
 class Waiver(StrictModel):
     """An accepted failure of one validation check, with a reason and an end date."""
 
@@ -248,6 +333,9 @@ class Site(StrictModel):
     nodes: list[Node] = Field(min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
+    provision: Provision | None = Field(
+        default=None, description="bare-metal install: boot server, OS, mirror"
+    )
 
     _name_is_label = field_validator("name")(_dns_label)
 
@@ -256,6 +344,7 @@ class Site(StrictModel):
         found: list[tuple[tuple[str | int, ...], str]] = []
         names: dict[str, int] = {}
         addresses: dict[IPAddress, str] = {}
+        macs: dict[str, str] = {}
         for index, node in enumerate(self.nodes):
             if node.name in names:
                 msg = f"name '{node.name}' is already used by node #{names[node.name] + 1}"
@@ -267,10 +356,37 @@ class Site(StrictModel):
             if subnet is not None and node.address not in subnet:
                 msg = f"address {node.address} is outside the site's subnet {subnet}"
                 found.append((("nodes", index, "address"), msg))
+            if node.boot_mac is not None and node.boot_mac in macs:
+                msg = f"boot MAC {node.boot_mac} is already used by node {macs[node.boot_mac]}"
+                found.append((("nodes", index, "boot_mac"), msg))
             names.setdefault(node.name, index)
             addresses.setdefault(node.address, node.name)
+            if node.boot_mac is not None:
+                macs.setdefault(node.boot_mac, node.name)
+        if self.provision is not None:
+            found += self._provision_problems(self.provision)
         for index, waiver in enumerate(self.waivers):
             if waiver.node is not None and waiver.node not in names:
                 msg = f"node '{waiver.node}' is not a node of this site"
                 found.append((("waivers", index, "node"), msg))
+        return found
+
+    def _provision_problems(
+        self, provision: Provision
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        subnet = self.network.subnet
+        if subnet is None:
+            msg = "provisioning needs the site's subnet (network.subnet) for static addresses"
+            found.append((("provision",), msg))
+        else:
+            for field in ("boot_server", "gateway"):
+                value = getattr(provision, field)
+                if value is not None and value not in subnet:
+                    msg = f"{value} is outside the site's subnet {subnet}"
+                    found.append((("provision", field), msg))
+        for node in self.nodes:
+            if node.address == provision.boot_server:
+                msg = f"{node.address} is node {node.name}'s address; the boot server needs its own"
+                found.append((("provision", "boot_server"), msg))
         return found

@@ -1,0 +1,1 @@
+"""Bare-metal rollout: BMCs over Redfish, hardware discovery, network boot, provisioning."""

@@ -1,0 +1,118 @@
+"""`blueprint discover` against the emulator and the static GPU mockup (stand-in)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import BOOT_MAC, PASSWORD, USERNAME, Emulator
+
+BLUEPRINT = """\
+name: metal-test
+version: "1"
+layers:
+  - name: os_baseline
+    roles: [os_baseline]
+hardware:
+  worker: {{min_cpus: 1, min_memory_gib: 1, min_disk_gib: 100, boot_mode: uefi,
+           min_bmc_version: "{bmc_min}"}}
+  gpu: {{min_cpus: 2, min_memory_gib: 1024, min_disk_gib: 1, gpus: 1,
+        bios: {{Above4GDecoding: Enabled}}}}
+validation:
+  suite: lab
+"""
+
+
+def write_site(folder: Path, emulator: Emulator, *, bmc_min: str, gpu_url: str | None = None,
+               boot_mac: str = BOOT_MAC) -> Path:
+    shutil.copy(emulator.ca or "", folder / "bmc-ca.pem")
+    (folder / "metal.yaml").write_text(BLUEPRINT.format(bmc_min=bmc_min), encoding="utf-8")
+    nodes = f"""\
+  - name: edge-bm-1
+    address: 10.90.0.11
+    roles: [worker]
+    boot_mac: "{boot_mac}"
+    bmc: {{address: "{emulator.url}", credentials: bm1, ca: bmc-ca.pem, timeout: 20}}
+"""
+    if gpu_url:
+        nodes += f"""\
+  - name: edge-gpu-1
+    address: 10.90.0.21
+    roles: [gpu]
+    boot_mac: "b8:ce:f6:10:20:30"
+    bmc: {{address: "{gpu_url}", credentials: gpu1, timeout: 10}}
+"""
+    site = folder / "site.yaml"
+    site.write_text(f"name: metal\nblueprint: metal.yaml\nnodes:\n{nodes}", encoding="utf-8")
+    return site
+
+
+def run(site: Path, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    for key in ("BM1", "GPU1"):
+        env[f"BLUEPRINT_BMC_{key}_USERNAME"] = USERNAME
+        env[f"BLUEPRINT_BMC_{key}_PASSWORD"] = password
+    env["COLUMNS"] = "200"
+    cmd = [sys.executable, "-m", "blueprint.cli", "discover", str(site), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                          timeout=300)
+
+
+def test_matching_node_exits_0_and_keeps_its_inventory(emulator: Emulator,
+                                                        tmp_path: Path) -> None:
+    site = write_site(tmp_path, emulator, bmc_min="1.0")
+    done = run(site, "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "boot_mac" in done.stdout and "ok" in done.stdout
+    # The fake driver reports no CPU count: unknown, never passed.
+    assert "cpus" in done.stdout and "unknown" in done.stdout
+    assert (tmp_path / ".state" / "bmc" / "edge-bm-1.json").is_file()
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_deviations_exit_1_with_a_table(emulator: Emulator, gpu_mockup: str,
+                                        tmp_path: Path) -> None:
+    site = write_site(tmp_path, emulator, bmc_min="2.0", gpu_url=gpu_mockup,
+                      boot_mac="52:54:00:6b:01:99")
+    done = run(site)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+
+    def row(node: str, check: str) -> str:
+        return next(line for line in lines if node in line and f" {check} " in line)
+    assert "deviation" in row("edge-bm-1", "bmc_version") and "1.00" in row(
+        "edge-bm-1", "bmc_version")
+    assert "deviation" in row("edge-bm-1", "boot_mac")
+    assert "deviation" in row("edge-gpu-1", "memory_gib")
+    assert "Disabled" in row("edge-gpu-1", "bios.Above4GDecoding")
+    # The mockup's L40S meets gpus >= 1: a passed check is not listed without --all.
+    assert not any(" gpus " in line for line in lines)
+    assert done.stderr.strip() == (
+        f"error: 4 deviation(s) from {site} and blueprint metal-test's hardware profile")
+
+
+def test_wrong_credentials_exit_3_with_one_line_per_node(emulator: Emulator,
+                                                         tmp_path: Path) -> None:
+    site = write_site(tmp_path, emulator, bmc_min="1.0")
+    done = run(site, password="wrong-pass-Yk2")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "refused the credentials" in done.stdout
+    assert "wrong-pass-Yk2" not in done.stdout + done.stderr
+    assert done.stderr.strip() == "error: 1 BMC(s) could not be read; see the table above"
+
+
+def test_missing_credentials_stop_before_any_bmc_is_contacted(emulator: Emulator,
+                                                              tmp_path: Path) -> None:
+    site = write_site(tmp_path, emulator, bmc_min="1.0")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEPRINT_BMC_")}
+    done = subprocess.run([sys.executable, "-m", "blueprint.cli", "discover", str(site)],
+                          capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 4
+    assert done.stderr.strip() == (
+        "error: node edge-bm-1: BMC credentials 'bm1' are neither in the environment "
+        "(BLUEPRINT_BMC_BM1_USERNAME, BLUEPRINT_BMC_BM1_PASSWORD) nor under bmc_credentials "
+        "in secrets.yaml"
+    )
