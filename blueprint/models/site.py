@@ -19,6 +19,7 @@ from pydantic import (
 
 from blueprint.models.blueprint import NodeRoleName
 from blueprint.models.common import StrictModel
+from blueprint.platform.config import PlatformSite
 
 NODE_ROLES: tuple[str, ...] = ("control-plane", "worker", "gpu", "storage")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -225,6 +226,9 @@ class Site(StrictModel):
     nodes: list[Node] = Field(min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
+    platform: PlatformSite | None = Field(
+        default=None, description="the AI platform layer: domain, addresses, SSO, federation"
+    )
 
     _name_is_label = field_validator("name")(_dns_label)
 
