@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from blueprint.loader import LoadedSite
 from blueprint.platform.config import PlatformConfig
 
 PROJECT = "edge-platform"
@@ -222,3 +223,14 @@ def format_rows(rows: list[PreviewRow]) -> str:
         cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=False)]
         lines.append("  ".join([*cells, line[-1]]).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def platform_plan(loaded: LoadedSite, secrets: dict[str, Any] | None = None) -> str:
+    """What `blueprint plan` prints for the platform layer, made without the Pulumi CLI."""
+    from blueprint.platform.resolve import platform_config
+
+    rows = preview_rows(run_program(platform_config(loaded, secrets)))
+    charts = sum(1 for row in rows if row.kind == "Release")
+    head = (f"layer platform (offline preview under Pulumi's mock runtime): {len(rows)} "
+            f"resources, {charts} Helm releases\n")
+    return head + format_rows(rows)
