@@ -70,11 +70,11 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
         charts=charts,
         nodes=[PlatformNode(name=node.name, roles=list(node.roles))
                for node in loaded.site.nodes],
-        registry_auth=_registry_auth(registry.override, secrets or {}),
+        registry_auth=registry_auth_json(registry.override, secrets or {}),
     )
 
 
-def _registry_auth(override: str | None, secrets: dict[str, Any]) -> str | None:
+def registry_auth_json(override: str | None, secrets: dict[str, Any]) -> str | None:
     """A dockerconfigjson for the override registry from the site vault's credentials."""
     if not override:
         return None
