@@ -139,6 +139,24 @@ class Platform:
 
 # Namespaces whose pods may reach every component: the ingress controller and Prometheus.
 SHARED_NAMESPACES = ("edge-access", "edge-monitoring")
+# Which other components' pods may call a component: the object store serves every one,
+# MLflow and model endpoints are called from notebooks and pipelines.
+CLIENTS: dict[str, tuple[str, ...]] = {
+    "storage": ("notebooks", "mlflow", "pipelines", "serving", "flower"),
+    "mlflow": ("notebooks", "pipelines", "serving"),
+    "serving": ("notebooks", "pipelines"),
+}
+# Ports open to any source: the API server calls admission webhooks from the node network
+# and users reach the ingress controller from outside the cluster.
+# TODO: narrow the webhook ports to the control-plane nodes once tried on a cluster whose
+# CNI enforces policies (k3s's kube-router does).
+OPEN_PORTS: dict[str, tuple[int, ...]] = {
+    "access": (80, 443, 8443, 9443, 10250),
+    "mlflow": (9443,),
+    "serving": (9443,),
+    "storage": (9443,),
+    "monitoring": (10250,),
+}
 GPU_COMPONENTS = ("notebooks", "serving", "flower", "pipelines")
 
 
@@ -185,8 +203,9 @@ class ComponentNamespace(pulumi.ComponentResource):
                               "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}]},
             opts=in_ns,
         )
+        sources = [*SHARED_NAMESPACES, *(f"edge-{c}" for c in CLIENTS.get(component, ()))]
         peers = [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": peer}}} for peer in SHARED_NAMESPACES]
+            "kubernetes.io/metadata.name": peer}}} for peer in sources]
         self.policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress-policy",
             metadata={"name": "same-namespace-and-shared", "namespace": self.name},
@@ -194,6 +213,15 @@ class ComponentNamespace(pulumi.ComponentResource):
                   "ingress": [{"from": [{"podSelector": {}}, *peers]}]},
             opts=in_ns,
         )
+        if component in OPEN_PORTS:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-open-ports",
+                metadata={"name": "webhooks-and-entry-points", "namespace": self.name},
+                spec={"podSelector": {}, "policyTypes": ["Ingress"],
+                      "ingress": [{"ports": [{"port": port, "protocol": "TCP"}
+                                             for port in OPEN_PORTS[component]]}]},
+                opts=in_ns,
+            )
         if platform.config.registry_auth and platform.pull_secret:
             auth = pulumi.Output.secret(platform.config.registry_auth)
             k8s.core.v1.Secret(

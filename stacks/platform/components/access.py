@@ -29,7 +29,6 @@ class Access(pulumi.ComponentResource):
         space = ComponentNamespace(f"{name}-space", platform, "access",
                                    pulumi.ResourceOptions(parent=self))
         ns = space.name
-        child = pulumi.ResourceOptions(parent=self)
 
         # Load balancer addresses, then the ingress controller that takes one of them.
         metallb = platform.release(f"{name}-metallb", "metallb", ns, {
@@ -82,7 +81,6 @@ class Access(pulumi.ComponentResource):
                                  for client, secret in secrets.items()})
         self.client_secrets = secrets
         self._oauth2_proxy(name, platform, ns, secrets["oauth2-proxy"])
-        del child
         self.register_outputs({"issuer": self.issuer_url})
 
     def _site_ca(self, name: str, ns: str) -> pulumi.Resource:

@@ -354,3 +354,23 @@ def test_schema_check_catches_a_wrong_object(checked: Checked) -> None:
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, "1.31", strict=True)
     checked.that(True)
+
+
+def test_network_policies_let_in_only_the_namespace_shared_services_and_clients(
+        default_run: ProgramRun, checked: Checked) -> None:
+    policies = {(item.inputs["metadata"]["namespace"], item.inputs["metadata"]["name"]):
+                item.inputs["spec"] for item in
+                default_run.by_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+
+    def sources(namespace: str) -> set[str]:
+        rule = policies[(namespace, "same-namespace-and-shared")]["ingress"][0]["from"]
+        return {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                for peer in rule if "namespaceSelector" in peer}
+
+    checked.that(sources("edge-notebooks") == {"edge-access", "edge-monitoring"})
+    checked.that("edge-notebooks" in sources("edge-mlflow"))
+    checked.that("edge-mlflow" in sources("edge-storage"))
+    checked.that("edge-notebooks" not in sources("edge-access"))
+    entry = policies[("edge-access", "webhooks-and-entry-points")]["ingress"][0]["ports"]
+    checked.that({443, 9443} <= {port["port"] for port in entry})
+    checked.that(("edge-notebooks", "webhooks-and-entry-points") not in policies)
