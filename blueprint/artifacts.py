@@ -25,13 +25,13 @@ class RoleVariables(StrictModel):
 
 
 class CatalogueRepository(StrictModel):
-    """One package repository a layer installs from."""
+    """One repository a layer installs from: apt packages, Helm charts or manifests."""
 
-    kind: Literal["apt"]
+    kind: Literal["apt", "helm", "manifest"]
     layer: str
     url: str
-    key: str
-    variables: RoleVariables
+    key: str = ""
+    variables: RoleVariables | None = None
 
 
 class Catalogue(StrictModel):
@@ -77,6 +77,8 @@ def repository_variables(site: Site, layers: Collection[str]) -> dict[str, str]:
     variables: dict[str, str] = {}
     for repository in resolve_repositories(site, layers):
         names = catalogue.repositories[repository.name].variables
+        if names is None:  # charts and manifests go to the platform stack, not to a role
+            continue
         variables[names.url] = repository.url
         variables[names.key] = repository.key
     return variables

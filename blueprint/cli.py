@@ -78,8 +78,15 @@ def schema(kind: str) -> None:
 def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
     """Check the site, then show per layer and node what a deploy would change."""
     from blueprint.deploy import deploy as run_deploy
+    from blueprint.deploy import select_layers, wants_platform
 
     loaded, state, secrets = _open_site(site, state_dir)
+    if wants_platform(loaded, list(layers)):
+        from blueprint.platform.preview import platform_plan
+
+        CONSOLE.print(platform_plan(loaded, secrets), highlight=False, markup=False)
+        if not select_layers(loaded, list(layers)):
+            return
     outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), check=True,
                          secret_vars=secret_variables(loaded, secrets))
     for result in outcome.results:
@@ -106,7 +113,7 @@ def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
 
     loaded, state, secrets = _open_site(site, state_dir)
     outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), stock=stock_ansible,
-                         secret_vars=secret_variables(loaded, secrets))
+                         secret_vars=secret_variables(loaded, secrets), site_secrets=secrets)
     table = Table(title=f"deploy {outcome.run_id}")
     for column in ("layer", "node", "ok", "changed", "failed", "unreachable"):
         table.add_column(column)
@@ -116,6 +123,10 @@ def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
                                                    ("ok", "changed", "failed", "unreachable")))
     CONSOLE.print(table)
     _print_notes(outcome)
+    if outcome.platform is not None:
+        changes = ", ".join(f"{op} {n}" for op, n in sorted(outcome.platform.changes.items()))
+        CONSOLE.print(f"layer platform: {changes or 'no change'}; stack outputs: "
+                      f"{', '.join(outcome.platform.outputs)}", highlight=False)
     CONSOLE.print(f"deploy: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
 
 

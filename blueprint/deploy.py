@@ -18,6 +18,7 @@ from blueprint.inventory import PYTHON, render_inventory
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
+from blueprint.platform.deploy import PlatformReady, deploy_platform, preflight_platform
 from blueprint.playbook import (
     PREFLIGHT,
     PlaybookResult,
@@ -41,6 +42,7 @@ class DeployOutcome:
     run_dir: Path | None = None
     # What the preflight play reported for the operator, e.g. a GPU-less node's skip reason.
     preflight_notes: list[TaskChange] = field(default_factory=list)
+    platform: PlatformReady | None = None
 
     @property
     def changed(self) -> int:
@@ -49,8 +51,8 @@ class DeployOutcome:
 
 def select_layers(loaded: LoadedSite, requested: list[str] | None) -> list[Layer]:
     """The blueprint's layers, or the requested ones in blueprint order."""
-    # The platform layer (Pulumi stacks) is not part of this version; a full deploy runs
-    # the host layers, and asking for the platform by name says so.
+    # The platform layer is not Ansible's: it goes through the Pulumi preflight and deploy
+    # (blueprint.platform.deploy); this is the list of host layers.
     layers = [layer for layer in loaded.blueprint.layers if layer.name != "platform"]
     if not requested:
         return layers
@@ -60,10 +62,13 @@ def select_layers(loaded: LoadedSite, requested: list[str] | None) -> list[Layer
             msg = (f"--layer {name} is not a layer of blueprint {loaded.blueprint.name}; "
                    f"use one of {', '.join(known)}")
             raise BadInput(msg)
-        if name == "platform":
-            msg = "--layer platform: the AI platform layer is not part of this version"
-            raise EnvironmentMissing(msg)
     return [layer for layer in layers if layer.name in requested]
+
+
+def wants_platform(loaded: LoadedSite, requested: list[str] | None) -> bool:
+    """The run includes the blueprint's platform layer."""
+    has = any(layer.name == "platform" for layer in loaded.blueprint.layers)
+    return has and (not requested or "platform" in requested)
 
 
 def preflight(
@@ -158,6 +163,7 @@ def deploy(
     check: bool = False,
     stock: bool = False,
     secret_vars: dict[str, Any] | None = None,
+    site_secrets: dict[str, Any] | None = None,
 ) -> DeployOutcome:
     """Run the layers' playbooks in order; `check` makes it a plan (check mode with diff).
 
@@ -166,18 +172,26 @@ def deploy(
     verb = "plan" if check else "deploy"
     layers = select_layers(loaded, requested)
     outcome = DeployOutcome(run_id=new_run_id(verb))
+    # A plan shows the platform offline (blueprint.platform.preview); a deploy runs it.
+    platform = wants_platform(loaded, requested) and not check
 
     with state.lock():
-        inventory_dir = preflight(loaded, layers, state, check=check, stock=stock)
+        ready = preflight_platform(loaded, state, site_secrets) if platform else None
+        inventory_dir = (preflight(loaded, layers, state, check=check, stock=stock)
+                         if layers else None)
         run_dir = state.run_dir(outcome.run_id)
         outcome.run_dir = run_dir
         run_log = attach_run_log(run_dir / "blueprint.log")
         history = RunHistory(state)
-        history.start(outcome.run_id, loaded.site.name, verb, [ly.name for ly in layers],
-                      run_dir)
+        names = [str(ly.name) for ly in layers] + (["platform"] if ready else [])
+        history.start(outcome.run_id, loaded.site.name, verb, names, run_dir)
         try:
-            _run_layers(loaded, layers, state, console, outcome, history, check, stock,
-                        inventory_dir, secret_vars)
+            if inventory_dir is not None:
+                _run_layers(loaded, layers, state, console, outcome, history, check, stock,
+                            inventory_dir, secret_vars)
+            if ready is not None:
+                outcome.platform = deploy_platform(ready, state, console)
+                _mark_deployed(state, "platform", outcome.run_id)
         except BaseException as exc:
             history.finish(outcome.run_id, "failed", int(exit_code_of(exc)))
             raise

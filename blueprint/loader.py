@@ -88,19 +88,38 @@ def load_blueprint(
             msg = _line(site_yaml, ("blueprint",), msg)
         raise BadInput(msg)
     loaded = load_yaml(path)
-    return _validate(Blueprint, loaded), path
+    blueprint = _validate(Blueprint, loaded)
+    _validate_platform_layer(blueprint, loaded)
+    return blueprint, path
+
+
+def _validate_platform_layer(blueprint: Blueprint, loaded: LoadedYaml) -> None:
+    """The platform layer's options and versions follow their own model (no role specs)."""
+    from blueprint.platform.config import PlatformLayer
+
+    for index, layer in enumerate(blueprint.layers):
+        if layer.name == "platform":
+            _validate(PlatformLayer, loaded, prefix=("layers", index))
 
 
 M = typing.TypeVar("M", bound=BaseModel)
 
 
-def _validate(model: type[M], loaded: LoadedYaml, context: dict[str, Any] | None = None) -> M:
+def _validate(model: type[M], loaded: LoadedYaml, context: dict[str, Any] | None = None,
+              prefix: FieldPath = ()) -> M:
+    """Validate the whole file, or the part of it at `prefix`, as `model`."""
+    data = loaded.data
+    for item in prefix:
+        data = data[item]
     try:
-        return model.model_validate(loaded.data, context=context)
+        return model.model_validate(data, context=context)
     except pydantic.ValidationError as exc:
-        errors = sorted(exc.errors(), key=lambda err: loaded.line_of(err["loc"]))
-        lines = [_line(loaded, err["loc"], _describe(model, err), _where_loc(err))
-                 for err in errors]
+        errors = exc.errors()
+        for err in errors:
+            err["loc"] = (*prefix, *err["loc"])
+        errors.sort(key=lambda err: loaded.line_of(err["loc"]))
+        lines = [_line(loaded, err["loc"], _describe(model, err, len(prefix)),
+                       _where_loc(err)) for err in errors]
         raise BadInput("\n".join(lines)) from None
 
 
@@ -134,13 +153,13 @@ def _where(data: Any, loc: FieldPath) -> str:
     return ": ".join(parts)
 
 
-def _describe(model: type[BaseModel], err: ErrorDetails) -> str:
+def _describe(model: type[BaseModel], err: ErrorDetails, skip: int = 0) -> str:
     """Turn one pydantic error into what the operator did and what was expected."""
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, err["loc"][:-1])
+        allowed = _allowed_keys(model, err["loc"][skip:-1])
         return f"unknown key '{err['loc'][-1]}'; expected one of {', '.join(allowed)}"
     if kind == "missing":
         return f"required field '{err['loc'][-1]}' is missing"

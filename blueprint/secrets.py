@@ -117,3 +117,26 @@ def load_site_secrets(site_dir: Path) -> dict[str, Any]:
     REDACTOR.add(data)
     log.debug("loaded %d secrets from %s", len(data), path)
     return data
+
+
+STATE_VAULT = "vault.yaml"
+
+
+def generated_secret(state_root: Path, name: str) -> str:
+    """A secret the product generates once (e.g. the Pulumi passphrase), kept in the state
+    folder's vault file with mode 0600 and masked in every output from then on."""
+    import secrets as token_source
+
+    path = state_root / STATE_VAULT
+    data: dict[str, Any] = {}
+    if path.is_file():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if name not in data:
+        data[name] = token_source.token_urlsafe(32)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(data, handle)
+    path.chmod(0o600)
+    value = str(data[name])
+    REDACTOR.add([value])
+    return value

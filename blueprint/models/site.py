@@ -20,6 +20,7 @@ from pydantic import (
 
 from blueprint.models.blueprint import NodeRoleName
 from blueprint.models.common import StrictModel
+from blueprint.platform.config import PlatformSite
 
 NODE_ROLES: tuple[str, ...] = ("control-plane", "worker", "gpu", "storage")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -335,6 +336,9 @@ class Site(StrictModel):
     waivers: list[Waiver] = Field(default_factory=list)
     provision: Provision | None = Field(
         default=None, description="bare-metal install: boot server, OS, mirror"
+    )
+    platform: PlatformSite | None = Field(
+        default=None, description="the AI platform layer: domain, addresses, SSO, federation"
     )
 
     _name_is_label = field_validator("name")(_dns_label)

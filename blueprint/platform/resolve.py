@@ -1,0 +1,88 @@
+"""From a loaded site to the one config value the platform stack receives."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from blueprint.artifacts import resolve_repositories
+from blueprint.errors import BadInput
+from blueprint.loader import LoadedSite
+from blueprint.models import Layer
+from blueprint.platform.config import (
+    PlatformConfig,
+    PlatformNode,
+    PlatformOptions,
+    ResolvedChart,
+)
+
+DEFAULT_KUBERNETES = "1.31"
+
+
+def platform_layer(loaded: LoadedSite) -> Layer | None:
+    return next((ly for ly in loaded.blueprint.layers if ly.name == "platform"), None)
+
+
+def kubernetes_version(loaded: LoadedSite) -> str:
+    """major.minor of the blueprint's Kubernetes (k3s v1.31.4+k3s1 -> 1.31)."""
+    for layer in loaded.blueprint.layers:
+        for value in layer.versions.values() if layer.name == "kubernetes" else ():
+            found = re.match(r"^v?(\d+\.\d+)", value)
+            if found:
+                return found.group(1)
+    return DEFAULT_KUBERNETES
+
+
+def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
+                    ) -> PlatformConfig:
+    """Resolve options, chart sources and site facts; BadInput when the site lacks them."""
+    layer = platform_layer(loaded)
+    if layer is None:
+        msg = f"blueprint {loaded.blueprint.name} has no platform layer"
+        raise BadInput(msg)
+    settings = loaded.site.platform
+    if settings is None:
+        msg = (f"{loaded.site_file}: platform: the blueprint's platform layer needs the site's "
+               "platform section (domain, load_balancer_addresses); see docs/platform.md")
+        raise BadInput(msg)
+    options = PlatformOptions.model_validate(layer.options)
+
+    # Chart sources through the artifact catalogue: upstream or the site's mirror.
+    urls = {repo.name: repo.url for repo in resolve_repositories(loaded.site, ["platform"])}
+    charts = {key: ResolvedChart(chart=chart.chart, repository_url=urls[chart.repository],
+                                 version=layer.versions[key], images=chart.images)
+              for key, chart in options.charts.items()}
+    if "kubeflow-pipelines" in layer.versions:
+        charts["kubeflow-pipelines"] = ResolvedChart(
+            chart="kubeflow-pipelines", repository_url=urls["kubeflow-pipelines"],
+            version=layer.versions["kubeflow-pipelines"], images={})
+
+    gpu_layer = next((ly for ly in loaded.blueprint.layers if ly.name == "gpu"), None)
+    registry = settings.registry or options.registry
+    return PlatformConfig(
+        site=loaded.site.name,
+        kubernetes_version=kubernetes_version(loaded),
+        host_gpu_driver=gpu_layer is not None and "gpu_driver" in gpu_layer.roles,
+        options=options,
+        settings=settings,
+        charts=charts,
+        nodes=[PlatformNode(name=node.name, roles=list(node.roles))
+               for node in loaded.site.nodes],
+        registry_auth=registry_auth_json(registry.override, secrets or {}),
+    )
+
+
+def registry_auth_json(override: str | None, secrets: dict[str, Any]) -> str | None:
+    """A dockerconfigjson for the override registry from the site vault's credentials."""
+    if not override:
+        return None
+    host = override.split("/", 1)[0]
+    login = (secrets.get("registry_credentials") or {}).get(host)
+    if not isinstance(login, dict):
+        return None
+    user, password = str(login.get("username", "")), str(login.get("password", ""))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return json.dumps({"auths": {host: {"username": user, "password": password,
+                                        "auth": token}}})

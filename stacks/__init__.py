@@ -1,0 +1,1 @@
+"""Pulumi programs of the product (the cluster layer)."""

@@ -1,0 +1,1 @@
+"""The AI platform stack: one per site, components as ComponentResources."""

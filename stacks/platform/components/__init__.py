@@ -1,0 +1,1 @@
+"""The platform components, one module each."""

@@ -1,0 +1,87 @@
+"""The NVIDIA GPU operator: device plugin, DCGM exporter, sharing; driver left to the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.platform.common import (
+    GPU,
+    ComponentNamespace,
+    Platform,
+    repository_image_version,
+    repository_tag,
+    type_token,
+)
+
+SHARING_CONFIG = "gpu-sharing"
+
+
+def gpu_operator_values(platform: Platform) -> dict[str, Any]:
+    """Values of the gpu-operator chart for this site."""
+    options = platform.config.options.gpu
+    # The host's gpu layer installs driver and toolkit; the operator's own driver pod would
+    # otherwise fetch kernel headers from the internet at every start.
+    host = options.driver == "host" or (options.driver == "auto"
+                                        and platform.config.host_gpu_driver)
+
+    def image(role: str) -> dict[str, str]:
+        return repository_image_version(platform.image("gpu-operator", role))
+
+    values: dict[str, Any] = {
+        "operator": {**image("operator"), "imagePullSecrets": platform.pull_secrets()},
+        "validator": image("validator"),
+        "driver": {"enabled": not host},
+        "toolkit": {"enabled": not host},
+        "devicePlugin": image("device_plugin"),
+        "gfd": image("device_plugin"),
+        "dcgmExporter": {**image("dcgm_exporter"), "enabled": True,
+                         "serviceMonitor": {"enabled": True}},
+        "migManager": {**image("mig_manager"), "enabled": options.sharing == "mig"},
+        "mig": {"strategy": options.mig_strategy},
+        "node-feature-discovery": {
+            "image": repository_tag(platform.image("gpu-operator", "nfd")),
+            "imagePullSecrets": platform.pull_secrets(),
+        },
+        "daemonsets": {"imagePullSecrets": platform.pull_secrets()},
+    }
+    if options.sharing == "time-slicing":
+        values["devicePlugin"]["config"] = {"name": SHARING_CONFIG, "default": "any"}
+    if options.sharing == "mig":
+        values["migManager"]["config"] = {"default": options.mig_profile}
+    return values
+
+
+def time_slicing_config(replicas: int) -> str:
+    return (
+        "version: v1\n"
+        "sharing:\n"
+        "  timeSlicing:\n"
+        "    resources:\n"
+        f"      - name: {GPU}\n"
+        f"        replicas: {replicas}\n"
+    )
+
+
+class GpuOperator(pulumi.ComponentResource):
+    """The GPU operator release, with its sharing config when the blueprint asks for one."""
+
+    def __init__(self, name: str, platform: Platform,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(type_token("GpuOperator"), name, None, opts)
+        space = ComponentNamespace(f"{name}-space", platform, "gpu",
+                                   pulumi.ResourceOptions(parent=self))
+        options = platform.config.options.gpu
+        waits: list[pulumi.Resource] = [space]
+        if options.sharing == "time-slicing":
+            waits.append(k8s.core.v1.ConfigMap(
+                f"{name}-sharing",
+                metadata={"name": SHARING_CONFIG, "namespace": space.name},
+                data={"any": time_slicing_config(options.time_slicing_replicas)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[space]),
+            ))
+        self.release = platform.release(f"{name}-operator", "gpu-operator", space.name,
+                                        gpu_operator_values(platform), self, waits)
+        self.register_outputs({"namespace": space.name})

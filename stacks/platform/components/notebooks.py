@@ -1,0 +1,105 @@
+"""JupyterHub with a profile list built from the blueprint's notebook catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from blueprint.platform.config import NotebookImage
+from stacks.platform.common import (
+    GPU,
+    ComponentNamespace,
+    Platform,
+    name_tag,
+    override_registry,
+    protected_ingress,
+    type_token,
+)
+
+
+def profile(platform: Platform, item: NotebookImage) -> dict[str, Any]:
+    """One spawner profile; only a GPU image asks for a GPU."""
+    override: dict[str, Any] = {
+        "image": override_registry(item.image, platform.config.registry.override),
+        "cpu_guarantee": item.cpu / 2, "cpu_limit": item.cpu,
+        "mem_guarantee": f"{item.memory_gib / 2:g}G", "mem_limit": f"{item.memory_gib:g}G",
+    }
+    if item.gpu:
+        override["extra_resource_limits"] = {GPU: "1"}
+        override["extra_resource_guarantees"] = {GPU: "1"}
+    if "tensorboard" in item.frameworks:
+        override["environment"] = {"TENSORBOARD_PROXY_URL": "/user/{username}/proxy/6006/"}
+    return {"display_name": item.display_name, "slug": item.name,
+            "description": ", ".join(item.frameworks) + (" - 1 GPU" if item.gpu else " - CPU"),
+            "default": index_is_default(platform, item),
+            "kubespawner_override": override}
+
+
+def index_is_default(platform: Platform, item: NotebookImage) -> bool:
+    return platform.config.options.notebooks.catalog[0].name == item.name
+
+
+def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any) -> dict[str, Any]:
+    options = platform.config.options.notebooks
+    storage_class = options.storage_class or platform.default_storage_class
+
+    def image(role: str) -> dict[str, str]:
+        return name_tag(platform.image("jupyterhub", role))
+
+    # Real-time collaboration: JupyterLab's flag; the catalog's images must carry
+    # jupyter-collaboration (TODO: verify per image on a connected machine).
+    spawner_args = ["--LabApp.collaborative=True"] if options.collaboration else []
+    return {
+        "imagePullSecrets": platform.pull_secrets(),
+        "hub": {
+            "image": image("hub"),
+            "config": {
+                "JupyterHub": {"authenticator_class": "generic-oauth"},
+                "GenericOAuthenticator": {
+                    "client_id": "jupyterhub", "client_secret": client_secret,
+                    "oauth_callback_url": f"https://{platform.host('hub')}/hub/oauth_callback",
+                    "authorize_url": f"{issuer}/auth", "token_url": f"{issuer}/token",
+                    "userdata_url": f"{issuer}/userinfo",
+                    "scope": ["openid", "email", "profile", "groups"],
+                    "username_claim": "email", "allow_all": True,
+                },
+                "KubeSpawner": {"args": spawner_args},
+            },
+            "db": {"pvc": {"storageClassName": storage_class}},
+        },
+        "proxy": {"chp": {"image": image("proxy")},
+                  "secretSync": {"image": image("secret_sync")},
+                  "service": {"type": "ClusterIP"}},
+        "singleuser": {
+            "image": {**image("singleuser"), "pullSecrets": [s["name"] for s in
+                                                              platform.pull_secrets()]},
+            "networkTools": {"image": image("network_tools")},
+            "storage": {"type": "dynamic", "capacity": f"{options.storage_gib}Gi",
+                        "dynamic": {"storageClass": storage_class}},
+            "profileList": [profile(platform, item) for item in options.catalog],
+            "cmd": "jupyterhub-singleuser",
+        },
+        "prePuller": {"hook": {"image": image("image_awaiter")},
+                      "pause": {"image": image("pause")}},
+        "scheduling": {"userScheduler": {"enabled": False},
+                       "userPlaceholder": {"image": image("pause")}},
+        "ingress": {"enabled": False},
+    }
+
+
+class Notebooks(pulumi.ComponentResource):
+    """JupyterHub: native OIDC login, and oauth2-proxy in front of its endpoint as well."""
+
+    def __init__(self, name: str, platform: Platform, issuer: str, client_secret: Any,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(type_token("Notebooks"), name, None, opts)
+        space = ComponentNamespace(f"{name}-space", platform, "notebooks",
+                                   pulumi.ResourceOptions(parent=self))
+        values = jupyterhub_values(platform, issuer, client_secret)
+        self.release = platform.release(f"{name}-jupyterhub", "jupyterhub", space.name, values,
+                                        self, [space, *platform.storage_ready])
+        protected_ingress(platform, "jupyterhub", space.name, platform.host("hub"),
+                          "proxy-public", 80, self, [self.release])
+        platform.outputs["jupyterhub_url"] = f"https://{platform.host('hub')}"
+        self.register_outputs({"namespace": space.name})

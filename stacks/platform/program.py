@@ -1,0 +1,64 @@
+"""The platform stack's program: the site's components in dependency order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from blueprint.platform.config import PlatformConfig
+from stacks.platform.common import Platform
+from stacks.platform.components.access import Access
+from stacks.platform.components.flower import Flower
+from stacks.platform.components.gpu import GpuOperator
+from stacks.platform.components.mlflow import Mlflow
+from stacks.platform.components.monitoring import Monitoring
+from stacks.platform.components.notebooks import Notebooks
+from stacks.platform.components.pipelines import Pipelines
+from stacks.platform.components.serving import Serving
+from stacks.platform.components.storage import Storage
+
+CONFIG_KEY = "platform"
+
+
+def read_config() -> PlatformConfig:
+    """The one config value the product sets (set_all_config), checked before anything."""
+    raw = pulumi.Config().require_object(CONFIG_KEY)
+    return PlatformConfig.model_validate(raw)
+
+
+def build_platform(config: PlatformConfig) -> Platform:
+    """Register every switched-on component; storage and the site CA come first."""
+    platform = Platform(config)
+    on = config.options.components
+
+    # Storage and access first: the others wait for their storage classes and CA issuer.
+    storage = Storage("storage", platform) if on.storage else None
+    access = Access("access", platform) if on.access else None
+    if on.gpu:
+        GpuOperator("gpu", platform)
+
+    issuer = access.issuer_url if access else ""
+    secrets: dict[str, Any] = {client: secret.result for client, secret in
+                               (access.client_secrets.items() if access else [])}
+    if on.notebooks:
+        Notebooks("notebooks", platform, issuer, secrets["jupyterhub"])
+    if on.mlflow and storage is not None:
+        Mlflow("mlflow", platform, storage)
+    if on.pipelines and storage is not None:
+        Pipelines("pipelines", platform, storage)
+    if on.serving:
+        Serving("serving", platform)
+    if on.flower and config.settings.flower.role != "none":
+        Flower("flower", platform)
+    if on.monitoring:
+        Monitoring("monitoring", platform, issuer, secrets["grafana"])
+
+    # What the validation layer reads: endpoints, and the generated secrets (as secrets).
+    for key, value in sorted(platform.outputs.items()):
+        pulumi.export(key, value)
+    return platform
+
+
+def main() -> None:
+    build_platform(read_config())

@@ -1,0 +1,376 @@
+"""The platform stack program under Pulumi's mocks: what each component registers.
+
+Stand-in: Pulumi's mock runtime replaces the engine and the Kubernetes provider (neither
+exists here). Charts are never rendered; the tests see each release's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from platform_helpers import Checked, make_config, releases, values
+
+from blueprint.platform.config import PlatformConfig
+from blueprint.platform.preview import STAND_IN_SECRET, ProgramRun
+
+OVERRIDE = "registry.site.lan:5000"
+Runs = Callable[[PlatformConfig], ProgramRun]
+
+
+def test_every_component_is_registered_as_a_component_resource(
+        default_run: ProgramRun, checked: Checked) -> None:
+    types = {item.type for item in default_run.resources if not item.custom}
+    for name in ("Storage", "Access", "GpuOperator", "Notebooks", "Mlflow", "Pipelines",
+                 "Serving", "Flower", "Monitoring", "ComponentNamespace"):
+        checked.that(f"edge:platform:{name}" in types, name)
+
+
+def test_releases_carry_the_pinned_chart_and_version(default_run: ProgramRun,
+                                                     checked: Checked) -> None:
+    config = make_config()
+    seen = {}
+    for release in releases(default_run):
+        chart = release.inputs["chart"].rsplit("/", 1)[-1]
+        seen[chart] = release.inputs["version"]
+    for key, chart in config.charts.items():
+        if key == "kubeflow-pipelines":
+            continue
+        checked.that(seen.get(chart.chart) == chart.version, f"{key}: {seen.get(chart.chart)}")
+
+
+def test_gpu_operator_leaves_driver_to_the_host_and_exports_dcgm(
+        default_run: ProgramRun, checked: Checked) -> None:
+    gpu = values(default_run, "gpu-operator")
+    checked.that(gpu["driver"]["enabled"] is False)
+    checked.that(gpu["toolkit"]["enabled"] is False)
+    checked.that(gpu["dcgmExporter"]["enabled"] is True)
+    checked.that(gpu["devicePlugin"]["config"]["name"] == "gpu-sharing")
+    sharing = default_run.by_name("gpu-sharing").inputs["data"]["any"]
+    checked.that("replicas: 4" in sharing)
+
+
+def test_gpu_operator_runs_its_own_driver_without_a_host_gpu_layer_and_mig_when_asked(
+        program_runs: Runs, checked: Checked) -> None:
+    def mig(layer: dict[str, Any]) -> None:
+        layer["options"]["gpu"] = {"sharing": "mig", "mig_strategy": "mixed"}
+
+    config = make_config(mig).model_copy(update={"host_gpu_driver": False})
+    gpu = values(program_runs(config), "gpu-operator")
+    checked.that(gpu["driver"]["enabled"] is True)
+    checked.that(gpu["migManager"]["enabled"] is True)
+    checked.that(gpu["mig"]["strategy"] == "mixed")
+
+
+def test_notebook_profiles_ask_for_gpus_only_on_gpu_images(default_run: ProgramRun,
+                                                           checked: Checked) -> None:
+    hub = values(default_run, "notebooks-jupyterhub")
+    catalog = {item.name: item for item in make_config().options.notebooks.catalog}
+    profiles = hub["singleuser"]["profileList"]
+    checked.that(len(profiles) == len(catalog))
+    for profile in profiles:
+        override = profile["kubespawner_override"]
+        gpu = catalog[profile["slug"]].gpu
+        limits = override.get("extra_resource_limits", {})
+        checked.that(("nvidia.com/gpu" in limits) == gpu, profile["slug"])
+        checked.that(override["image"] == catalog[profile["slug"]].image)
+    checked.that(hub["singleuser"]["storage"]["dynamic"]["storageClass"] == "local-path")
+    checked.that(hub["hub"]["config"]["KubeSpawner"]["args"] == ["--LabApp.collaborative=True"])
+
+
+def test_storage_classes_match_the_options_with_one_default(program_runs: Runs,
+                                                            checked: Checked) -> None:
+    def classes(layer: dict[str, Any]) -> None:
+        layer["options"]["storage"]["classes"] = [
+            {"name": "local-path", "kind": "local-path"},
+            {"name": "ceph-block", "kind": "rook-ceph", "default": True}]
+        layer["options"]["charts"]["rook-ceph"] = {
+            "chart": "rook-ceph", "repository": "rook-release",
+            "images": {"operator": "docker.io/rook/ceph:v1.17.2"}}
+        layer["options"]["charts"]["rook-ceph-cluster"] = {
+            "chart": "rook-ceph-cluster", "repository": "rook-release",
+            "images": {"ceph": "quay.io/ceph/ceph:v19.2.2"}}
+        layer["versions"].update({"rook-ceph": "v1.17.2", "rook-ceph-cluster": "v1.17.2"})
+
+    run = program_runs(make_config(classes))
+    found = {item.inputs["metadata"]["name"]: item.inputs for item in
+             run.by_type("kubernetes:storage.k8s.io/v1:StorageClass")}
+    checked.that(sorted(found) == ["ceph-block", "local-path"])
+    defaults = [name for name, body in found.items()
+                if body["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                == "true"]
+    checked.that(defaults == ["ceph-block"])
+    hub = values(run, "notebooks-jupyterhub")
+    checked.that(hub["singleuser"]["storage"]["dynamic"]["storageClass"] == "ceph-block")
+
+
+@pytest.mark.parametrize(("storage_nodes", "mons", "size"), [(1, 1, 1), (2, 1, 2), (4, 3, 3)])
+def test_ceph_is_sized_by_the_storage_node_count(program_runs: Runs, checked: Checked,
+                                                 storage_nodes: int, mons: int,
+                                                 size: int) -> None:
+    def ceph(layer: dict[str, Any]) -> None:
+        layer["options"]["storage"] = {
+            "classes": [{"name": "ceph-block", "kind": "rook-ceph", "default": True}],
+            "object_store": "ceph-rgw"}
+        layer["options"]["charts"]["rook-ceph"] = {
+            "chart": "rook-ceph", "repository": "rook-release",
+            "images": {"operator": "docker.io/rook/ceph:v1.17.2"}}
+        layer["options"]["charts"]["rook-ceph-cluster"] = {
+            "chart": "rook-ceph-cluster", "repository": "rook-release",
+            "images": {"ceph": "quay.io/ceph/ceph:v19.2.2"}}
+        layer["versions"].update({"rook-ceph": "v1.17.2", "rook-ceph-cluster": "v1.17.2"})
+
+    nodes = [{"name": f"s{index}", "roles": ["worker", "storage"]}
+             for index in range(storage_nodes)]
+    cluster = values(program_runs(make_config(ceph, nodes=nodes)), "storage-ceph-cluster")
+    checked.that(cluster["cephClusterSpec"]["mon"]["count"] == mons)
+    checked.that(cluster["cephBlockPools"][0]["spec"]["replicated"]["size"] == size)
+    checked.that(cluster["cephObjectStores"][0]["spec"]["dataPool"]["replicated"]["size"]
+                 == size)
+
+
+@pytest.mark.parametrize(("nodes", "replication", "volumes"), [(1, "000", 1), (3, "001", 3)])
+def test_seaweedfs_is_sized_by_the_node_count(program_runs: Runs, checked: Checked,
+                                              nodes: int, replication: str,
+                                              volumes: int) -> None:
+    site_nodes = [{"name": f"n{index}", "roles": ["worker", "storage"]}
+                  for index in range(nodes)]
+    store = values(program_runs(make_config(nodes=site_nodes)), "storage-object-store")
+    checked.that(store["master"]["defaultReplication"] == replication)
+    checked.that(store["volume"]["replicas"] == volumes)
+    checked.that(store["filer"]["s3"]["enableAuth"] is True)
+
+
+def test_mlflow_keeps_runs_in_postgresql_and_artifacts_in_s3(default_run: ProgramRun,
+                                                             checked: Checked) -> None:
+    mlflow = values(default_run, "mlflow-server")
+    backend = mlflow["backendStore"]
+    checked.that(backend["postgres"]["enabled"] is True)
+    checked.that(backend["postgres"]["host"] == "mlflow-db-rw")
+    checked.that("sqlite" not in repr(mlflow) and "memory" not in repr(mlflow).lower())
+    checked.that(mlflow["artifactRoot"]["s3"]["enabled"] is True)
+    database = default_run.by_name("mlflow-database")
+    checked.that(database.inputs["kind"] == "Cluster")
+    checked.that(database.inputs["spec"]["storage"]["storageClass"] == "local-path")
+
+
+def _walk_images(tree: Any, path: str = "") -> list[tuple[str, str]]:
+    """(path, registry) of every image field, however the chart spells it."""
+    found: list[tuple[str, str]] = []
+    if isinstance(tree, dict):
+        keys = set(tree)
+        name_key = next((key for key in ("repository", "name", "image", "imageName")
+                         if isinstance(tree.get(key), str)), None)
+        tag_key = next((key for key in ("tag", "version", "imageTag") if key in keys), None)
+        if name_key and tag_key:
+            registry = tree.get("registry") or tree[name_key].split("/", 1)[0]
+            found.append((path, str(registry).rstrip("/")))
+        for key, item in tree.items():
+            if key in (name_key, "registry") and tag_key:
+                continue
+            if key in ("image", "imageName") and isinstance(item, str) and ":" in item:
+                found.append((f"{path}.{key}", item.split("/", 1)[0]))
+            else:
+                found.extend(_walk_images(item, f"{path}.{key}"))
+    elif isinstance(tree, list):
+        for index, item in enumerate(tree):
+            found.extend(_walk_images(item, f"{path}[{index}]"))
+    return found
+
+
+def test_registry_override_reaches_every_image_field_of_every_release_and_object(
+        program_runs: Runs, checked: Checked) -> None:
+    def override(layer: dict[str, Any]) -> None:
+        layer["options"]["registry"] = {"override": OVERRIDE, "pull_secret": "site-registry"}
+
+    run = program_runs(make_config(override))
+    for release in releases(run):
+        images = _walk_images(release.inputs.get("values", {}))
+        pinned = make_config().charts[_chart_key(release.inputs)].images
+        checked.that(len(images) >= len(set(pinned.values())) - 1 or not pinned,
+                     f"{release.name}: found {len(images)} image fields")
+        for path, registry in images:
+            checked.that(registry == OVERRIDE, f"{release.name}{path}: {registry}")
+    for kind in ("apps/v1:Deployment", "apps/v1:DaemonSet"):
+        for item in run.by_type(f"kubernetes:{kind}"):
+            for container in item.inputs["spec"]["template"]["spec"]["containers"]:
+                checked.that(container["image"].startswith(OVERRIDE + "/"), item.name)
+            secrets = item.inputs["spec"]["template"]["spec"]["imagePullSecrets"]
+            checked.that(secrets == [{"name": "site-registry"}], item.name)
+    hub = values(run, "notebooks-jupyterhub")
+    checked.that(hub["imagePullSecrets"] == [{"name": "site-registry"}])
+    checked.that(hub["singleuser"]["image"]["pullSecrets"] == ["site-registry"])
+
+
+def _chart_key(inputs: dict[str, Any]) -> str:
+    chart = inputs["chart"].rsplit("/", 1)[-1]
+    return next(key for key, item in make_config().charts.items() if item.chart == chart)
+
+
+def test_every_endpoint_needs_a_login(default_run: ProgramRun, checked: Checked) -> None:
+    ingresses = default_run.by_type("kubernetes:networking.k8s.io/v1:Ingress")
+    checked.that(len(ingresses) == 4)
+    for item in ingresses:
+        annotations = item.inputs["metadata"]["annotations"]
+        checked.that("oauth2-proxy" in annotations["nginx.ingress.kubernetes.io/auth-url"],
+                     item.name)
+        checked.that(annotations["cert-manager.io/cluster-issuer"] == "site-ca", item.name)
+    # Charts' own ingresses: only the login services themselves are published by a chart.
+    for release in releases(default_run):
+        ingress = release.inputs.get("values", {}).get("ingress", {})
+        if ingress.get("enabled"):
+            checked.that(release.name in ("access-dex", "access-oauth2-proxy"), release.name)
+    hub = values(default_run, "notebooks-jupyterhub")["hub"]["config"]
+    checked.that(hub["JupyterHub"]["authenticator_class"] == "generic-oauth")
+    grafana = values(default_run, "monitoring-prometheus")["grafana"]["grafana.ini"]
+    checked.that(grafana["auth.generic_oauth"]["enabled"] is True)
+    checked.that(grafana["auth"]["disable_login_form"] is True)
+
+
+def test_monitoring_selects_other_releases_monitors_and_has_gpu_dashboards(
+        default_run: ProgramRun, checked: Checked) -> None:
+    spec = values(default_run, "monitoring-prometheus")["prometheus"]["prometheusSpec"]
+    checked.that(spec["serviceMonitorSelectorNilUsesHelmValues"] is False)
+    dashboard = default_run.by_name("monitoring-gpu-dashboard").inputs
+    checked.that(dashboard["metadata"]["labels"] == {"grafana_dashboard": "1"})
+    checked.that("DCGM_FI_DEV_GPU_UTIL" in dashboard["data"]["gpus.json"])
+
+
+def test_pipelines_argo_by_default_and_kubeflow_as_option(program_runs: Runs,
+                                                          default_run: ProgramRun,
+                                                          checked: Checked) -> None:
+    checked.that(any(r.inputs["chart"] == "argo-workflows" for r in releases(default_run)))
+
+    def kubeflow(layer: dict[str, Any]) -> None:
+        layer["options"]["pipelines"] = {"engine": "kubeflow-pipelines"}
+
+    run = program_runs(make_config(kubeflow))
+    checked.that(not any(r.inputs["chart"] == "argo-workflows" for r in releases(run)))
+    checked.that(len(run.by_type("kubernetes:yaml/v2:ConfigFile")) == 1)
+
+
+def test_serving_is_kserve_raw_mode_after_its_crds_and_cert_manager(
+        default_run: ProgramRun, checked: Checked) -> None:
+    kserve = default_run.by_name("serving-kserve")
+    checked.that(kserve.inputs["values"]["kserve"]["controller"]["deploymentMode"]
+                 == "RawDeployment")
+    checked.that(default_run.by_name("serving-kserve-crd").urn in kserve.dependencies)
+    checked.that(default_run.by_name("access-site-ca").urn in kserve.dependencies)
+    checked.that(not any("knative" in r.inputs["chart"] for r in releases(default_run)))
+
+
+def test_custom_resources_wait_for_their_crds_and_apps_for_storage(
+        default_run: ProgramRun, checked: Checked) -> None:
+    pairs = [("access-address-pool", "access-metallb"),
+             ("access-selfsigned", "access-cert-manager"),
+             ("mlflow-database", "mlflow-postgres-operator"),
+             ("mlflow-database", "storage-class-local-path"),
+             ("notebooks-jupyterhub", "storage-class-local-path"),
+             ("flower-superlink-cert", "access-site-ca"),
+             ("jupyterhub", "access-site-ca")]
+    for dependent, dependency in pairs:
+        checked.that(default_run.by_name(dependency).urn in
+                     default_run.by_name(dependent).dependencies, f"{dependent}->{dependency}")
+
+
+def test_each_component_has_its_namespace_quota_and_policy(default_run: ProgramRun,
+                                                           checked: Checked) -> None:
+    names = {item.inputs["metadata"]["name"] for item in
+             default_run.by_type("kubernetes:core/v1:Namespace")}
+    expected = {f"edge-{name}" for name in ("storage", "access", "gpu", "notebooks", "mlflow",
+                                             "pipelines", "serving", "flower", "monitoring")}
+    checked.that(names == expected, str(names))
+    for kind in ("core/v1:ResourceQuota", "core/v1:LimitRange"):
+        spaces = {item.inputs["metadata"]["namespace"]
+                  for item in default_run.by_type(f"kubernetes:{kind}")}
+        checked.that(spaces == expected, kind)
+    quotas = {item.inputs["metadata"]["namespace"]: item.inputs["spec"]["hard"]
+              for item in default_run.by_type("kubernetes:core/v1:ResourceQuota")}
+    checked.that(quotas["edge-notebooks"]["requests.nvidia.com/gpu"] == "4")
+    checked.that(quotas["edge-mlflow"]["requests.nvidia.com/gpu"] == "0")
+    for release in releases(default_run):
+        checked.that(release.inputs["namespace"] in expected, release.name)
+
+
+def test_flower_hub_runs_superlink_with_tls_and_supernodes_on_gpu_nodes(
+        default_run: ProgramRun, checked: Checked) -> None:
+    link = default_run.by_name("flower-superlink").inputs["spec"]["template"]["spec"]
+    args = link["containers"][0]["args"]
+    checked.that("--ssl-certfile=/certs/tls.crt" in args)
+    checked.that(not any("insecure" in arg for arg in args))
+    nodes = default_run.by_name("flower-supernode-gpu").inputs["spec"]["template"]["spec"]
+    terms = nodes["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    checked.that(terms[0]["matchExpressions"][0]["values"] == ["gpu-1"])
+    checked.that(nodes["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1")
+    checked.that("--root-certificates=/certs/ca.crt" in nodes["containers"][0]["args"])
+
+
+def test_flower_member_points_its_supernodes_at_the_hub(program_runs: Runs,
+                                                        checked: Checked) -> None:
+    site = {"domain": "edge2.example.net", "load_balancer_addresses": ["10.30.0.200/29"],
+            "flower": {"role": "member", "superlink_address": "flower.edge1.example.net:9092"}}
+    run = program_runs(make_config(site=site))
+    checked.that(not [item for item in run.resources if item.name == "flower-superlink"])
+    spec = run.by_name("flower-supernode-gpu").inputs["spec"]["template"]["spec"]
+    checked.that("--superlink=flower.edge1.example.net:9092" in spec["containers"][0]["args"])
+
+
+def test_generated_secrets_are_exported_never_set_in_the_site(default_run: ProgramRun,
+                                                              checked: Checked) -> None:
+    passwords = default_run.by_type("random:index/randomPassword:RandomPassword")
+    checked.that(len(passwords) >= 6)
+    oauth = values(default_run, "access-oauth2-proxy")["config"]
+    checked.that(oauth["clientSecret"] == STAND_IN_SECRET)
+
+
+# Objects the product writes itself, checked against the Kubernetes OpenAPI schema of the
+# blueprint's version (kubernetes-validate ships the schemas; strict: no unknown fields).
+OWN_KINDS = ("core/v1:Namespace", "core/v1:ResourceQuota", "core/v1:LimitRange",
+             "networking.k8s.io/v1:NetworkPolicy", "networking.k8s.io/v1:Ingress",
+             "apps/v1:Deployment", "apps/v1:DaemonSet", "core/v1:Service",
+             "core/v1:ConfigMap", "core/v1:PersistentVolumeClaim",
+             "storage.k8s.io/v1:StorageClass", "core/v1:Secret")
+
+
+def test_own_objects_match_the_kubernetes_schema_of_the_blueprint(
+        default_run: ProgramRun, checked: Checked) -> None:
+    version = make_config().kubernetes_version
+    for kind in OWN_KINDS:
+        items = default_run.by_type(f"kubernetes:{kind}")
+        checked.that(bool(items), kind)
+        for item in items:
+            body = {key: value for key, value in item.inputs.items()
+                    if key not in ("__defaults",)}
+            kubernetes_validate.validate(body, version, strict=True)
+            checked.that(True)
+
+
+def test_schema_check_catches_a_wrong_object(checked: Checked) -> None:
+    bad = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+           "spec": {"hardd": {"pods": "1"}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.31", strict=True)
+    checked.that(True)
+
+
+def test_network_policies_let_in_only_the_namespace_shared_services_and_clients(
+        default_run: ProgramRun, checked: Checked) -> None:
+    policies = {(item.inputs["metadata"]["namespace"], item.inputs["metadata"]["name"]):
+                item.inputs["spec"] for item in
+                default_run.by_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+
+    def sources(namespace: str) -> set[str]:
+        rule = policies[(namespace, "same-namespace-and-shared")]["ingress"][0]["from"]
+        return {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                for peer in rule if "namespaceSelector" in peer}
+
+    checked.that(sources("edge-notebooks") == {"edge-access", "edge-monitoring"})
+    checked.that("edge-notebooks" in sources("edge-mlflow"))
+    checked.that("edge-mlflow" in sources("edge-storage"))
+    checked.that("edge-notebooks" not in sources("edge-access"))
+    entry = policies[("edge-access", "webhooks-and-entry-points")]["ingress"][0]["ports"]
+    checked.that({443, 9443} <= {port["port"] for port in entry})
+    checked.that(("edge-notebooks", "webhooks-and-entry-points") not in policies)
