@@ -20,7 +20,7 @@ from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir
-from blueprint.validate.cli import validate
+from blueprint.validate.cli import support_bundle, validate
 
 if TYPE_CHECKING:
     from blueprint.playbook import PlaybookResult
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 cli.add_command(lab)
 cli.add_command(validate)
+cli.add_command(support_bundle)
 
 if __name__ == "__main__":
     main()

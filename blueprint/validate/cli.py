@@ -136,3 +136,30 @@ def _print_changes(changes: dict[str, Any] | None, site_name: str) -> None:
                           f"({was}{entry['status']})", highlight=False)
     if total == 0:
         CONSOLE.print("  no change")
+
+
+@click.command(name="support-bundle")
+@click.argument("site")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="State folder (default: .state/ beside the site file).")
+@click.option("--output", "-o", type=_output_path, default=None,
+              help="Archive to write (default: <state>/support/support-<site>-<time>.tar.gz).")
+def support_bundle(site: str, state_dir: Path | None, output: Path | None) -> None:
+    """Collect logs, journals, configs and the last results of every node into one archive.
+
+    Secrets of the site's vault and credential-looking settings are masked in every file.
+    """
+    import datetime as dt
+
+    from blueprint.inventory import render_ssh_config
+    from blueprint.validate.bundle import make_bundle
+
+    loaded, state = _open(site, state_dir)
+    _check_writable(output)
+    if output is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        output = state.root / "support" / f"support-{loaded.site.name}-{stamp}.tar.gz"
+    ssh_config = render_ssh_config(loaded.site, state)
+    path = make_bundle(loaded.site.name, loaded.site_file, state.root, ssh_config,
+                       [node.name for node in loaded.site.nodes], output)
+    CONSOLE.print(f"support bundle: {path}")

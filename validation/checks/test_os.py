@@ -133,7 +133,11 @@ def test_journald_limit(node: Probe) -> None:
 
 
 def _installed(node: Probe, names: list[str]) -> dict[str, str]:
-    """Installed version of each named package that dpkg has fully installed."""
+    """Installed version of each named package that dpkg has fully installed.
+
+    The status is two letters, wanted action then state: `ii` installed, `hi` installed and
+    held, `rc` removed with its config files left.
+    """
     query = node.run(
         "dpkg-query -W -f='${Package} ${db:Status-Abbrev} ${Version}\\n' "
         + " ".join(names)
@@ -142,7 +146,7 @@ def _installed(node: Probe, names: list[str]) -> dict[str, str]:
     versions = {}
     for line in query.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1] == "ii":
+        if len(parts) == 3 and parts[1][1:2] == "i":
             versions[parts[0]] = parts[2]
     return versions
 

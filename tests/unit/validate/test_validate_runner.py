@@ -301,7 +301,7 @@ def test_each_node_gets_its_context_file(tmp_path: Path) -> None:
     assert context["hardware"] == {"min_cpus": 4, "roles": ["worker"]}
     assert context["packages"]["required"] == ["curl"]
     assert context["policy"]["listening_ports"] == ["22/tcp"]
-    assert "SSH-7408:PasswordAuthentication" in context["policy"]["lynis"]["must_pass"]
+    assert "SSH-7408:PermitRootLogin" in context["policy"]["lynis"]["must_pass"]
     command = pytest_command(target, target.nodes[0], tmp_path / "s.json", tmp_path / "r.json",
                              tmp_path, tmp_path)
     assert f"--bp-context={tmp_path / 'context-n1.json'}" in command
