@@ -21,6 +21,7 @@ from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir
+from blueprint.validate.cli import support_bundle, validate
 
 if TYPE_CHECKING:
     from blueprint.deploy import DeployOutcome
@@ -144,38 +145,6 @@ def _print_notes(outcome: DeployOutcome) -> None:
 @cli.command()
 @site_argument
 @state_dir_option
-@click.option("--layer", "layers", multiple=True,
-              help="Only checks of this layer (os, security, runtime, ...); repeatable.")
-@click.option("--check", "checks", multiple=True, help="Only this check id; repeatable.")
-def validate(site: str, state_dir: Path | None, layers: tuple[str, ...],
-             checks: tuple[str, ...]) -> None:
-    """Run the blueprint's validation suite on the site: one verdict, JUnit, JSON, HTML."""
-    from blueprint.errors import ValidationFailed
-    from blueprint.validation import validate_site
-
-    loaded, state, _ = _open_site(site, state_dir)
-    report = validate_site(loaded, state, layers=list(layers) or None,
-                           checks=list(checks) or None)
-    counts: dict[str, int] = {}
-    for result in report.results:
-        counts[str(result.status)] = counts.get(str(result.status), 0) + 1
-    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    mandatory_skipped = sum(1 for r in report.results
-                            if r.mandatory and str(r.status) in ("skipped", "not_applicable"))
-    if mandatory_skipped:
-        summary += f"; {mandatory_skipped} mandatory results not run here, see the report"
-    for check_id, node in sorted(report.failed_checks() | report.errored_checks()):
-        CONSOLE.print(f"  failed: {check_id} on {node}", highlight=False)
-    CONSOLE.print(f"verdict: {report.verdict} ({summary})")
-    CONSOLE.print(f"report: {report.paths.html}")
-    if report.exit_code != ExitCode.OK:
-        msg = f"site {loaded.site.name} failed validation; see {report.paths.html}"
-        raise ValidationFailed(msg)
-
-
-@cli.command()
-@site_argument
-@state_dir_option
 @click.option("--limit", default=10, show_default=True, help="How many runs to show.")
 def runs(site: str, state_dir: Path | None, limit: int) -> None:
     """Show the site's run history."""
@@ -227,6 +196,8 @@ def main(argv: list[str] | None = None) -> Any:
 cli.add_command(lab)
 cli.add_command(discover)
 cli.add_command(boot_server)
+cli.add_command(validate)
+cli.add_command(support_bundle)
 
 if __name__ == "__main__":
     main()

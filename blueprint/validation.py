@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.deploy import deployed_layers
 from blueprint.errors import exit_code_of
-from blueprint.inventory import node_user, render_ssh_config
+from blueprint.inventory import node_user, render_ssh_config, role_variables
 from blueprint.loader import LoadedSite
-from blueprint.paths import VALIDATION_DIR
+from blueprint.models import Node
+from blueprint.paths import ROLES_DIR, VALIDATION_DIR
 from blueprint.secrets import REDACTOR
 from blueprint.state import RunHistory, StateDir, new_run_id
 from blueprint.validate import (
@@ -19,8 +25,18 @@ from blueprint.validate import (
     Waiver,
     run_validation,
 )
+from blueprint.validate.runner import ListedCheck, list_checks
 
 log = logging.getLogger(__name__)
+
+# A blueprint layer's `versions:` key and the Debian package it pins. A pin is a version
+# prefix ("1.6" matches 1.6.20~ds1-1): the upstream version the blueprint was tested with.
+PINNED_PACKAGES = {"containerd": "containerd"}
+
+# Where the CRI plugin of the runtime layer listens (containerd's default grpc address).
+CRI_SOCKET = "/run/containerd/containerd.sock"
+
+SUMMARY = Path("validation") / "summary.json"
 
 
 def check_layers(loaded: LoadedSite, state: StateDir) -> list[str]:
@@ -37,15 +53,74 @@ def check_layers(loaded: LoadedSite, state: StateDir) -> list[str]:
     return layers
 
 
+def hardware_profile(loaded: LoadedSite, node: Node) -> dict[str, Any] | None:
+    """The blueprint's hardware profile for the node's roles, merged: the largest minimum.
+
+    A firmware setting (boot mode, Secure Boot) required by any of the roles is required.
+    """
+    profiles = [(role, loaded.blueprint.hardware[role]) for role in node.roles
+                if role in loaded.blueprint.hardware]
+    if not profiles:
+        return None
+    merged: dict[str, Any] = {"roles": [role for role, _ in profiles]}
+    for key in ("min_cpus", "min_memory_gib", "min_disk_gib", "gpus", "min_nics"):
+        merged[key] = max(getattr(profile, key) for _, profile in profiles)
+    for key in ("boot_mode", "secure_boot"):
+        wanted = sorted({getattr(profile, key) for _, profile in profiles} - {"any"})
+        merged[key] = wanted[0] if wanted else "any"
+    return merged
+
+
+def _role_defaults(role: str) -> dict[str, Any]:
+    path = ROLES_DIR / role / "defaults" / "main.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return dict(data or {})
+
+
+def expectations(loaded: LoadedSite, layers: list[str]) -> dict[str, Any]:
+    """What the deployed layers promise on every node: packages, pinned versions, CRI socket.
+
+    Taken from the same role variables a deploy uses (role defaults, the blueprint's layer
+    options, the site's overrides), so the checks expect what the roles were asked to do.
+    """
+    variables = {**_role_defaults("os_baseline"), **_role_defaults("container_runtime")}
+    variables.update(role_variables(loaded))
+
+    required: list[str] = []
+    pins: dict[str, str] = {}
+    if "os" in layers:
+        entries = [*variables.get("os_baseline_packages", []),
+                   *variables.get("os_baseline_extra_packages", [])]
+        for entry in map(str, entries):
+            name, _, version = entry.partition("=")
+            required.append(name)
+            if version:
+                pins[name] = version.rstrip("*")
+    if "runtime" in layers:
+        required.append(str(variables.get("container_runtime_package", "containerd")))
+    for layer in loaded.blueprint.layers:
+        if set(layer.validates) & set(layers):
+            for key, version in layer.versions.items():
+                if key in PINNED_PACKAGES:
+                    pins[PINNED_PACKAGES[key]] = version
+
+    return {
+        "packages": {"required": sorted(set(required)), "pins": pins},
+        "runtime": {"cri_socket": CRI_SOCKET},
+    }
+
+
 def build_target(loaded: LoadedSite, state: StateDir) -> ValidationTarget:
     site = loaded.site
+    layers = check_layers(loaded, state)
     return ValidationTarget(
         site_name=site.name,
-        blueprint_layers=check_layers(loaded, state),
+        blueprint_layers=layers,
         suite_file=VALIDATION_DIR / "suites" / f"{loaded.blueprint.validation.suite}.yaml",
         nodes=[
             NodeTarget(name=node.name, address=str(node.address),
-                       ssh_user=node_user(site, node), node_roles=list(node.roles))
+                       ssh_user=node_user(site, node), node_roles=list(node.roles),
+                       hardware=hardware_profile(loaded, node))
             for node in site.nodes
         ],
         ssh_config=render_ssh_config(site, state),
@@ -53,7 +128,49 @@ def build_target(loaded: LoadedSite, state: StateDir) -> ValidationTarget:
             Waiver(check=w.check, node=w.node, reason=w.reason, expires=w.expires)
             for w in site.waivers
         ],
+        context=expectations(loaded, layers),
     )
+
+
+def previous_summary(state: StateDir, site_name: str) -> dict[str, Any] | None:
+    """summary.json of the site's last finished validation run, or None."""
+    history = RunHistory(state)
+    try:
+        runs = history.runs(limit=1000)
+    finally:
+        history.close()
+    for run in runs:
+        if run["verb"] != "validate" or run["status"] not in ("passed", "failed"):
+            continue
+        path = state.root / "runs" / run["id"] / SUMMARY
+        if not path.is_file():
+            continue
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("site") == site_name:
+            data.setdefault("run_id", run["id"])
+            return data
+    return None
+
+
+def listing(
+    loaded: LoadedSite,
+    state: StateDir,
+    *,
+    layers: list[str] | None = None,
+    checks: list[str] | None = None,
+    include_optional: bool = False,
+) -> list[ListedCheck]:
+    """The suite's checks for this site and whether a run would run them; no node is touched."""
+    site = loaded.site
+    layers_here = check_layers(loaded, state)
+    target = ValidationTarget(
+        site_name=site.name,
+        blueprint_layers=layers_here,
+        suite_file=VALIDATION_DIR / "suites" / f"{loaded.blueprint.validation.suite}.yaml",
+        nodes=[],
+        ssh_config=state.root / "ssh_config",
+    )
+    return list_checks(target, layers=layers, checks=checks, include_optional=include_optional)
 
 
 def validate_site(
@@ -62,10 +179,12 @@ def validate_site(
     *,
     layers: list[str] | None = None,
     checks: list[str] | None = None,
+    include_optional: bool = False,
 ) -> ValidationReport:
     """Run the blueprint's suite on the site; the run and its verdict go to the history."""
     run_id = new_run_id("validate")
     with state.lock():
+        previous = previous_summary(state, loaded.site.name)
         run_dir = state.run_dir(run_id)
         run_log = attach_run_log(run_dir / "blueprint.log")
         history = RunHistory(state)
@@ -73,7 +192,8 @@ def validate_site(
         try:
             target = build_target(loaded, state)
             report = run_validation(target, run_dir / "validation", layers=layers,
-                                    checks=checks)
+                                    checks=checks, include_optional=include_optional,
+                                    previous=previous, run_id=run_id)
         except BaseException as exc:
             history.finish(run_id, "error", int(exit_code_of(exc)))
             raise

@@ -42,6 +42,7 @@ class HardwareProfile(StrictModel):
     min_memory_gib: float = Field(default=1.0, gt=0)
     min_disk_gib: float = Field(default=10.0, gt=0)
     gpus: int = Field(default=0, ge=0, description="NVIDIA GPUs a node of this role must have")
+    min_nics: int = Field(default=1, ge=0, description="network interfaces with a link")
     boot_mode: Literal["uefi", "bios", "any"] = "any"
     secure_boot: Literal["on", "off", "any"] = "any"
     bios: dict[str, str | int | bool] = Field(

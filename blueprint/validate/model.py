@@ -67,6 +67,9 @@ class NodeTarget:
     address: str
     ssh_user: str
     node_roles: list[str] = field(default_factory=list)
+    # The blueprint's hardware profile for this node's roles, merged (the largest minimum of
+    # each); None when the blueprint has no profile for any of them.
+    hardware: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class ValidationTarget:
     nodes: list[NodeTarget]
     ssh_config: Path
     waivers: list[Waiver] = field(default_factory=list)
+    # What the deployed layers promise, handed to every check as `expected` (see
+    # docs/validation.md): required packages, pinned versions, the CRI socket.
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 class SuiteCheck(BaseModel):
@@ -132,6 +138,49 @@ class SuiteCheck(BaseModel):
         return self.mandatory or self.show_stopper
 
 
+PORT = re.compile(r"^\d{1,5}/(tcp|udp)$")
+LYNIS_TEST = re.compile(r"^[A-Z]+-\d{4}(:[A-Za-z0-9_.-]+)?$")
+
+
+class LynisPolicy(BaseModel):
+    """What a `lynis audit system` on a node must show."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_hardening_index: int = Field(ge=0, le=100)
+    must_pass: list[str] = Field(default_factory=list)
+    # Test groups to run (lynis --tests-from-group); empty runs the whole audit.
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("must_pass")
+    @classmethod
+    def _test_ids(cls, value: list[str]) -> list[str]:
+        bad = [test for test in value if not LYNIS_TEST.match(test)]
+        if bad:
+            msg = f"{', '.join(bad)}: not a lynis test such as SSH-7408 or SSH-7408:PermitRootLogin"
+            raise ValueError(msg)
+        return value
+
+
+class SuitePolicy(BaseModel):
+    """Site-independent expectations of a suite's checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Ports that may listen on a non-loopback address, as <port>/<tcp|udp>.
+    listening_ports: list[str] = Field(default_factory=lambda: ["22/tcp"])
+    lynis: LynisPolicy | None = None
+
+    @field_validator("listening_ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        bad = [port for port in value if not PORT.match(port) or int(port.split("/")[0]) > 65535]
+        if bad:
+            msg = f"{', '.join(bad)}: use <port>/tcp or <port>/udp with a port up to 65535"
+            raise ValueError(msg)
+        return value
+
+
 class Suite(BaseModel):
     """A blueprint's validation suite: which checks run, and which of them must pass."""
 
@@ -139,6 +188,7 @@ class Suite(BaseModel):
 
     name: str
     description: str = ""
+    policy: SuitePolicy = Field(default_factory=SuitePolicy)
     checks: list[SuiteCheck]
 
     @field_validator("checks")
@@ -253,6 +303,10 @@ class ValidationReport:
     results: list[CheckResult]
     waivers: list[Waiver]
     paths: ReportPaths
+    run_id: str = ""
+    include_optional: bool = False
+    # What changed since the previous run (docs/validation.md), when there was one.
+    changes: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> ExitCode:

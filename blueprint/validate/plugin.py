@@ -100,8 +100,19 @@ def node(host: Any, request: pytest.FixtureRequest) -> Iterator[Probe]:
     yield probe
 
 
+@pytest.fixture(scope="session")
+def expected(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What this node should be, from the blueprint and the suite (the runner's context file)."""
+    path = request.config.getoption("--bp-context")
+    if not path:
+        return {}
+    data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("blueprint validation")
+    group.addoption("--bp-context", help="JSON file: what the node should be (`expected`)")
     group.addoption("--bp-select", help="JSON file: {check id: {timeout, show_stopper}}")
     group.addoption("--bp-results", help="JSON file the results are written to")
     group.addoption("--bp-node", default="", help="node name recorded in the results")

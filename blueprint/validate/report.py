@@ -57,8 +57,10 @@ def summary(report: ValidationReport, waiver_states: list[tuple[Waiver, str]]) -
     }
     return {
         "schema": SCHEMA,
+        "run_id": report.run_id,
         "site": report.site_name,
         "suite": report.suite_name,
+        "include_optional": report.include_optional,
         "started": report.started.isoformat(),
         "finished": report.finished.isoformat(),
         "duration": round((report.finished - report.started).total_seconds(), 3),
@@ -68,6 +70,7 @@ def summary(report: ValidationReport, waiver_states: list[tuple[Waiver, str]]) -
         "counts": counts(report.results),
         "counts_by_layer": by_layer,
         "waivers": [_waiver_json(w) | {"state": state} for w, state in waiver_states],
+        "changes": report.changes,
         "results": [
             {
                 "check": r.check_id,
@@ -104,33 +107,95 @@ def _command_text(result: CheckResult) -> str:
     return "\n".join(parts)
 
 
+FAILING = ("failed", "error")
+
+
+def compare(current: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What changed between two summary.json documents of the same site, per check and node.
+
+    `newly_failing`: failed or error now, not before; `newly_passing`: passed now, failed or
+    error before; `other_changes`: any other change of status; `new_checks` and
+    `removed_checks`: results only in this run or only in the previous one.
+    """
+    if previous is None:
+        return None
+    before = {(r["check"], r["node"]): r for r in previous.get("results", [])}
+    now = {(r["check"], r["node"]): r for r in current["results"]}
+    changes: dict[str, Any] = {
+        "previous_run": previous.get("run_id", ""),
+        "previous_finished": previous.get("finished", ""),
+        "previous_verdict": previous.get("verdict", ""),
+        "newly_failing": [],
+        "newly_passing": [],
+        "other_changes": [],
+        "new_checks": [],
+        "removed_checks": [],
+    }
+    for key, result in now.items():
+        entry = {"check": key[0], "node": key[1], "status": result["status"]}
+        if key not in before:
+            changes["new_checks"].append(entry)
+            continue
+        was = before[key]["status"]
+        if was == result["status"]:
+            continue
+        entry["was"] = was
+        if result["status"] in FAILING and was not in FAILING:
+            changes["newly_failing"].append(entry | {"message": result["message"]})
+        elif result["status"] == "passed" and was in FAILING:
+            changes["newly_passing"].append(entry)
+        else:
+            changes["other_changes"].append(entry)
+    for key, result in before.items():
+        if key not in now:
+            changes["removed_checks"].append(
+                {"check": key[0], "node": key[1], "status": result["status"]}
+            )
+    return changes
+
+
+def _junit_suite(layer: str, in_layer: list[CheckResult]) -> ET.Element:
+    tally = counts(in_layer)
+    suite = ET.Element(
+        "testsuite",
+        name=layer,
+        tests=str(len(in_layer)),
+        failures=str(tally["failed"]),
+        errors=str(tally["error"]),
+        skipped=str(tally["skipped"] + tally["not_applicable"] + tally["waived"]),
+        time=f"{sum(r.duration for r in in_layer):.3f}",
+    )
+    for result in in_layer:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{layer}.{result.node}",
+            name=result.check_id,
+            time=f"{result.duration:.3f}",
+        )
+        _junit_outcome(case, result)
+        output = _command_text(result)
+        if output:
+            ET.SubElement(case, "system-out").text = output
+    return suite
+
+
+def write_junit_combined(results: list[CheckResult], path: Path, name: str) -> Path:
+    """Every layer in one JUnit XML file: one <testsuite> per layer (for `--junit PATH`)."""
+    root = ET.Element("testsuites", name=name)
+    for layer in layers_in_order(results):
+        root.append(_junit_suite(layer, [r for r in results if r.layer == layer]))
+    tree = ET.ElementTree(root)
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
 def write_junit(results: list[CheckResult], out_dir: Path) -> list[Path]:
     """One JUnit XML file per layer: junit-<layer>.xml."""
     paths = []
     for layer in layers_in_order(results):
-        in_layer = [r for r in results if r.layer == layer]
-        tally = counts(in_layer)
-        suite = ET.Element(
-            "testsuite",
-            name=layer,
-            tests=str(len(in_layer)),
-            failures=str(tally["failed"]),
-            errors=str(tally["error"]),
-            skipped=str(tally["skipped"] + tally["not_applicable"] + tally["waived"]),
-            time=f"{sum(r.duration for r in in_layer):.3f}",
-        )
-        for result in in_layer:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                classname=f"{layer}.{result.node}",
-                name=result.check_id,
-                time=f"{result.duration:.3f}",
-            )
-            _junit_outcome(case, result)
-            output = _command_text(result)
-            if output:
-                ET.SubElement(case, "system-out").text = output
+        suite = _junit_suite(layer, [r for r in results if r.layer == layer])
         path = out_dir / f"junit-{layer}.xml"
         root = ET.Element("testsuites", name=f"validation {layer}")
         root.append(suite)
@@ -195,12 +260,19 @@ def write_html(document: dict[str, Any], path: Path) -> Path:
 
 
 def write_outputs(
-    report: ValidationReport, waiver_states: list[tuple[Waiver, str]], out_dir: Path
+    report: ValidationReport,
+    waiver_states: list[tuple[Waiver, str]],
+    out_dir: Path,
+    *,
+    previous: dict[str, Any] | None = None,
 ) -> ReportPaths:
     """Write every output of the run into `out_dir` and return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     junit = write_junit(report.results, out_dir)
+    write_junit_combined(report.results, out_dir / "junit.xml", f"validation {report.site_name}")
     document = summary(report, waiver_states)
+    report.changes = compare(document, previous)
+    document["changes"] = report.changes
     json_path = write_summary(document, out_dir / "summary.json")
     html_path = write_html(document, out_dir / "report.html")
     return ReportPaths(junit=junit, json=json_path, html=html_path)

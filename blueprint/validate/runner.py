@@ -61,14 +61,23 @@ def run_validation(
     *,
     layers: list[str] | None = None,
     checks: list[str] | None = None,
+    include_optional: bool = False,
+    previous: dict[str, Any] | None = None,
+    run_id: str = "",
     checks_dir: Path = CHECKS_DIR,
     today: dt.date | None = None,
 ) -> ValidationReport:
-    """Validate the target's nodes with its suite; write JUnit, JSON and HTML into `out_dir`."""
+    """Validate the target's nodes with its suite; write JUnit, JSON and HTML into `out_dir`.
+
+    Optional checks run only with `include_optional` or when named in `checks`. `previous`
+    is the summary.json of the site's previous run: the outputs then say what changed.
+    """
     started = dt.datetime.now(dt.UTC)
     today = today or started.date()
     suite = load_suite(target.suite_file)
-    selected = select_checks(suite, layers=layers, checks=checks)
+    selected = select_checks(
+        suite, layers=layers, checks=checks, include_optional=include_optional
+    )
 
     # A check of a layer this blueprint does not deploy is not applicable, never passed.
     applicable = [c for c in selected if is_applicable(c.layer, target.blueprint_layers)]
@@ -84,7 +93,7 @@ def run_validation(
     work_dir = out_dir / "nodes"
     work_dir.mkdir(exist_ok=True)
     try:
-        runs = _run_nodes(target, applicable, work_dir, checks_dir)
+        runs = _run_nodes(target, suite, applicable, work_dir, checks_dir)
     finally:
         _close_connections(target)
 
@@ -101,8 +110,12 @@ def run_validation(
         results=results,
         waivers=list(target.waivers),
         paths=ReportPaths(junit=[], json=out_dir / "summary.json", html=out_dir / "report.html"),
+        run_id=run_id,
+        include_optional=include_optional,
     )
-    report.paths = write_outputs(report, waiver_states(results, target.waivers, today), out_dir)
+    report.paths = write_outputs(
+        report, waiver_states(results, target.waivers, today), out_dir, previous=previous
+    )
     log.info("Validation of %s: %s (report %s)", target.site_name, verdict, report.paths.html)
     return report
 
@@ -112,9 +125,16 @@ def is_applicable(check_layer: str, blueprint_layers: Sequence[str]) -> bool:
 
 
 def select_checks(
-    suite: Suite, *, layers: list[str] | None, checks: list[str] | None
+    suite: Suite,
+    *,
+    layers: list[str] | None,
+    checks: list[str] | None,
+    include_optional: bool = True,
 ) -> list[SuiteCheck]:
-    """The suite entries the caller asked for; an unknown name is bad input."""
+    """The suite entries the caller asked for; an unknown name is bad input.
+
+    Without `include_optional`, optional checks are left out unless named in `checks`.
+    """
     known = {c.id for c in suite.checks}
     unknown = sorted(set(checks or []) - known)
     if unknown:
@@ -131,17 +151,88 @@ def select_checks(
         selected = [c for c in selected if c.layer in layers]
     if checks:
         selected = [c for c in selected if c.id in checks]
+    elif not include_optional:
+        selected = [c for c in selected if c.counts_for_verdict]
     return selected
 
 
+@dataclass(frozen=True)
+class ListedCheck:
+    """One row of `blueprint validate --list`."""
+
+    check_id: str
+    layer: str
+    kind: str
+    applicable: bool
+    reason: str
+
+
+def list_checks(
+    target: ValidationTarget,
+    *,
+    layers: list[str] | None = None,
+    checks: list[str] | None = None,
+    include_optional: bool = False,
+) -> list[ListedCheck]:
+    """The suite's checks for this site, each with whether a run would run it and why not."""
+    suite = load_suite(target.suite_file)
+    wanted = {
+        c.id
+        for c in select_checks(
+            suite, layers=layers, checks=checks, include_optional=include_optional
+        )
+    }
+    rows = []
+    for check in select_checks(suite, layers=layers, checks=checks, include_optional=True):
+        kind = "show-stopper" if check.show_stopper else (
+            "mandatory" if check.mandatory else "optional")
+        if not is_applicable(check.layer, target.blueprint_layers):
+            reason = _not_deployed(check.layer, target.blueprint_layers)
+            rows.append(ListedCheck(check.id, check.layer, kind, False, reason))
+        elif check.id not in wanted:
+            reason = "optional: runs with --include-optional"
+            rows.append(ListedCheck(check.id, check.layer, kind, False, reason))
+        else:
+            rows.append(ListedCheck(check.id, check.layer, kind, True, ""))
+    return rows
+
+
+def _not_deployed(layer: str, blueprint_layers: Sequence[str]) -> str:
+    deployed = ", ".join(blueprint_layers) or "none"
+    return f"layer '{layer}' is not deployed by this blueprint (its layers: {deployed})"
+
+
+def node_context(target: ValidationTarget, suite: Suite, node: NodeTarget) -> dict[str, Any]:
+    """What the checks on one node expect (the `expected` fixture): documented in
+    docs/validation.md."""
+    return {
+        **target.context,
+        "site": target.site_name,
+        "node": node.name,
+        "node_roles": list(node.node_roles),
+        "hardware": node.hardware,
+        "check_layers": list(target.blueprint_layers),
+        "policy": suite.policy.model_dump(),
+    }
+
+
 def _run_nodes(
-    target: ValidationTarget, applicable: list[SuiteCheck], work_dir: Path, checks_dir: Path
+    target: ValidationTarget,
+    suite: Suite,
+    applicable: list[SuiteCheck],
+    work_dir: Path,
+    checks_dir: Path,
 ) -> dict[str, NodeRun]:
     if not applicable or not target.nodes:
         return {}
     selection = {c.id: {"timeout": c.timeout, "show_stopper": c.show_stopper} for c in applicable}
     select_file = work_dir / "selection.json"
     select_file.write_text(json.dumps(selection, indent=2), encoding="utf-8")
+    for node in target.nodes:
+        context = node_context(target, suite, node)
+        (work_dir / f"context-{node.name}.json").write_text(
+            json.dumps(context, indent=2), encoding="utf-8"
+        )
     # The whole node's run may take every check's timeout, plus pytest's start-up.
     budget = sum(c.timeout for c in applicable) + 60
 
@@ -241,6 +332,7 @@ def pytest_command(
         f"--bp-select={select_file}",
         f"--bp-results={results_file}",
         f"--bp-node={node.name}",
+        f"--bp-context={work_dir / f'context-{node.name}.json'}",
     ]
 
 
@@ -263,9 +355,7 @@ def merge_results(
                 show_stopper=check.show_stopper,
             )
             if check.id not in applicable_ids:
-                layers = ", ".join(target.blueprint_layers) or "none"
-                result.message = f"layer '{check.layer}' is not deployed by this blueprint "
-                result.message += f"(its layers: {layers})"
+                result.message = _not_deployed(check.layer, target.blueprint_layers)
             else:
                 _fill_from_run(result, runs[node.name])
             results.append(result)

@@ -8,6 +8,7 @@ they are skipped with that reason, never passed.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -128,4 +129,124 @@ def test_journald_limit(node: Probe) -> None:
         config.rc == 0 and limit != "",
         seen=f"SystemMaxUse={limit}" if limits else "no SystemMaxUse= set",
         expected="SystemMaxUse= set in journald.conf or a drop-in (a bounded journal)",
+    )
+
+
+def _installed(node: Probe, names: list[str]) -> dict[str, str]:
+    """Installed version of each named package that dpkg has fully installed.
+
+    The status is two letters, wanted action then state: `ii` installed, `hi` installed and
+    held, `rc` removed with its config files left.
+    """
+    query = node.run(
+        "dpkg-query -W -f='${Package} ${db:Status-Abbrev} ${Version}\\n' "
+        + " ".join(names)
+        + " 2>/dev/null || true"
+    )
+    versions = {}
+    for line in query.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1][1:2] == "i":
+            versions[parts[0]] = parts[2]
+    return versions
+
+
+def matches_pin(version: str, pin: str) -> bool:
+    """A Debian version matches a pin when, without its epoch, it starts with the pin at a
+    version boundary: 1.6 matches 1.6.20~ds1-1, not 1.60.1."""
+    bare = version.split(":", 1)[1] if ":" in version else version
+    if not bare.startswith(pin):
+        return False
+    rest = bare[len(pin):]
+    return rest == "" or not rest[0].isdigit() or not pin[-1].isdigit()
+
+
+@pytest.mark.check("os.packages.installed")
+def test_packages_installed(node: Probe, expected: dict[str, Any]) -> None:
+    required = list(expected.get("packages", {}).get("required", []))
+    if not required:
+        pytest.skip("the deployed layers name no package")
+    installed = _installed(node, required)
+    missing = [name for name in required if name not in installed]
+    expect(
+        not missing,
+        seen=f"not installed: {', '.join(missing)}",
+        expected=f"all of {', '.join(required)} installed (the deployed layers' packages)",
+    )
+
+
+@pytest.mark.check("os.packages.pinned")
+def test_packages_pinned(node: Probe, expected: dict[str, Any]) -> None:
+    pins: dict[str, str] = expected.get("packages", {}).get("pins", {})
+    if not pins:
+        pytest.skip("the blueprint pins no package version")
+    installed = _installed(node, sorted(pins))
+    wrong = [
+        f"{name} {installed[name]} (pinned {pin})"
+        for name, pin in sorted(pins.items())
+        if name in installed and not matches_pin(installed[name], pin)
+    ]
+    expect(
+        not wrong,
+        seen=f"at another version: {', '.join(wrong)}",
+        expected="every installed pinned package at its pinned version: "
+        + ", ".join(f"{name} {pin}" for name, pin in sorted(pins.items())),
+    )
+
+
+def _candidate(node: Probe, name: str) -> str:
+    policy = node.run(f"apt-cache policy {name}")
+    for line in policy.stdout.splitlines():
+        if line.strip().startswith("Candidate:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+@pytest.mark.check("os.packages.held")
+def test_packages_held(node: Probe, expected: dict[str, Any]) -> None:
+    # A hold keeps a package from the site's updates: only a version the blueprint pins may be
+    # held, and only at that version.
+    pins: dict[str, str] = expected.get("packages", {}).get("pins", {})
+    holds = node.run("apt-mark showhold")
+    expect(holds.rc == 0, seen=f"apt-mark failed ({holds.rc})", expected="apt-mark answering")
+    held = sorted(set(holds.stdout.split()))
+    installed = _installed(node, held) if held else {}
+    wrong = []
+    for name in held:
+        version = installed.get(name, "not installed")
+        if name not in pins:
+            wrong.append(f"{name} held at {version} (candidate {_candidate(node, name)}; "
+                         "the blueprint pins no version of it)")
+        elif not matches_pin(version, pins[name]):
+            wrong.append(f"{name} held at {version} (pinned {pins[name]})")
+    expect(
+        not wrong,
+        seen="; ".join(wrong),
+        expected="no package held, or held at the version the blueprint pins",
+    )
+
+
+@pytest.mark.check("os.services.active")
+def test_os_services_active(node: Probe) -> None:
+    services = ["ssh", "systemd-journald"]
+    if node.container() is None:
+        services.append("chrony")
+    states = node.run(f"systemctl is-active {' '.join(services)}").stdout.split()
+    down = [f"{name} {state}" for name, state in zip(services, states, strict=False)
+            if state != "active"]
+    expect(
+        len(states) == len(services) and not down,
+        seen=", ".join(down) or f"systemctl answered {states}",
+        expected=f"{', '.join(services)} active",
+    )
+
+
+@pytest.mark.check("os.services.none_failed")
+def test_no_failed_units(node: Probe) -> None:
+    failed = node.run("systemctl list-units --failed --no-legend --plain")
+    units = [line.split()[0] for line in failed.stdout.splitlines() if line.strip()]
+    expect(
+        failed.rc == 0 and not units,
+        seen=f"failed units: {', '.join(units)}" if units else f"systemctl failed ({failed.rc})",
+        expected="no failed systemd unit",
     )

@@ -65,22 +65,40 @@ def test_containerd_systemd_cgroup(node: Probe) -> None:
     )
 
 
+def _socket(expected: dict[str, Any]) -> str:
+    """The CRI socket the runtime layer configures (the runner's context), or containerd's."""
+    return str(expected.get("runtime", {}).get("cri_socket", SOCKET))
+
+
 @pytest.mark.check("runtime.cri.socket")
-def test_cri_socket(node: Probe) -> None:
-    socket = node.run(f"test -S {SOCKET}")
-    expect(socket.rc == 0, seen=f"no socket at {SOCKET}", expected=f"a socket at {SOCKET}")
+def test_cri_socket(node: Probe, expected: dict[str, Any]) -> None:
+    socket_path = _socket(expected)
+    socket = node.run(f"test -S {socket_path}")
+    expect(socket.rc == 0, seen=f"no socket at {socket_path}",
+           expected=f"a socket at {socket_path}")
+    # The socket the runtime listens on is the one its config names.
+    dump = node.run("containerd config dump")
+    try:
+        address = tomllib.loads(dump.stdout).get("grpc", {}).get("address")
+    except tomllib.TOMLDecodeError:
+        address = None
+    expect(
+        address == socket_path,
+        seen=f"containerd's grpc address is {address or 'not readable'}",
+        expected=f"grpc address {socket_path}",
+    )
 
     # crictl speaks CRI itself; without it, ctr proves the socket answers.
     if node.run("command -v crictl").rc == 0:
-        answer = node.run(f"crictl --runtime-endpoint unix://{SOCKET} version")
-        expected = "crictl version answering with RuntimeName containerd"
+        answer = node.run(f"crictl --runtime-endpoint unix://{socket_path} version")
+        wanted = "crictl version answering with RuntimeName containerd"
         ok = answer.rc == 0 and "containerd" in answer.stdout
     else:
-        answer = node.run(f"ctr --address {SOCKET} version")
-        expected = "ctr version printing a Server section"
+        answer = node.run(f"ctr --address {socket_path} version")
+        wanted = "ctr version printing a Server section"
         ok = answer.rc == 0 and "Server:" in answer.stdout
     last = (answer.stderr or answer.stdout).strip().splitlines()
-    expect(ok, seen=f"exit {answer.rc}: {last[-1] if last else 'no output'}", expected=expected)
+    expect(ok, seen=f"exit {answer.rc}: {last[-1] if last else 'no output'}", expected=wanted)
 
 
 CRI_ROW = re.compile(r"^io\.containerd\.grpc\.v1\s+cri\b")
@@ -88,8 +106,8 @@ CRI_OK = re.compile(r"^io\.containerd\.grpc\.v1\s+cri\s+.*\bok\s*$", re.MULTILIN
 
 
 @pytest.mark.check("runtime.cri.plugin_loaded")
-def test_cri_plugin_loaded(node: Probe) -> None:
-    plugins = node.run(f"ctr --address {SOCKET} plugins ls")
+def test_cri_plugin_loaded(node: Probe, expected: dict[str, Any]) -> None:
+    plugins = node.run(f"ctr --address {_socket(expected)} plugins ls")
     rows = plugins.stdout.splitlines()
     line = next((row for row in rows if CRI_ROW.match(row)), None)
     expect(

@@ -21,7 +21,7 @@ from blueprint.validate.model import (
     Verdict,
     Waiver,
 )
-from blueprint.validate.report import write_outputs
+from blueprint.validate.report import compare, write_outputs
 from blueprint.validate.verdict import apply_waivers, compute_verdict, waiver_states
 
 MakeResult = Callable[..., CheckResult]
@@ -69,10 +69,31 @@ class ResultDoc(_Strict):
     commands: list[CommandDoc]
 
 
+class ChangeDoc(_Strict):
+    check: str
+    node: str
+    status: StatusName
+    was: StatusName | None = None
+    message: str | None = None
+
+
+class ChangesDoc(_Strict):
+    previous_run: str
+    previous_finished: str
+    previous_verdict: Literal["passed", "failed", ""]
+    newly_failing: list[ChangeDoc]
+    newly_passing: list[ChangeDoc]
+    other_changes: list[ChangeDoc]
+    new_checks: list[ChangeDoc]
+    removed_checks: list[ChangeDoc]
+
+
 class SummaryDoc(_Strict):
     schema_: Literal["blueprint-validation/1"]
+    run_id: str
     site: str
     suite: str
+    include_optional: bool
     started: dt.datetime
     finished: dt.datetime
     duration: float
@@ -82,6 +103,7 @@ class SummaryDoc(_Strict):
     counts: dict[StatusName, int]
     counts_by_layer: dict[str, dict[StatusName, int]]
     waivers: list[WaiverStateDoc]
+    changes: ChangesDoc | None
     results: list[ResultDoc]
 
 
@@ -139,7 +161,7 @@ def test_summary_matches_the_documented_schema(
 
 def test_schema_in_the_docs_names_every_field() -> None:
     docs = (Path(__file__).resolve().parents[3] / "docs" / "validation.md").read_text()
-    for model in (SummaryDoc, ResultDoc, CommandDoc, WaiverStateDoc):
+    for model in (SummaryDoc, ResultDoc, CommandDoc, WaiverStateDoc, ChangesDoc, ChangeDoc):
         for name in model.model_fields:
             assert f"`{name.rstrip('_')}`" in docs, f"{model.__name__}.{name} is not documented"
 
@@ -183,3 +205,70 @@ def test_junit_per_layer(written: tuple[ValidationReport, Path]) -> None:
 
 def test_verdict_enum_in_report(written: tuple[ValidationReport, Path]) -> None:
     assert written[0].verdict is Verdict.FAILED
+
+
+def _doc(*results: tuple[str, str, str]) -> dict[str, object]:
+    return {
+        "run_id": "r1",
+        "finished": "2026-12-03T12:00:00+00:00",
+        "verdict": "failed",
+        "results": [{"check": c, "node": n, "status": s, "message": f"{c} {s}"}
+                    for c, n, s in results],
+    }
+
+
+def test_compare_sorts_every_change_into_its_list() -> None:
+    previous = _doc(("os.a", "n1", "passed"), ("os.b", "n1", "failed"),
+                    ("os.c", "n1", "skipped"), ("os.gone", "n1", "passed"),
+                    ("os.d", "n1", "waived"), ("os.same", "n1", "failed"))
+    current = _doc(("os.a", "n1", "failed"), ("os.b", "n1", "passed"),
+                   ("os.c", "n1", "not_applicable"), ("os.new", "n1", "error"),
+                   ("os.d", "n1", "error"), ("os.same", "n1", "failed"))
+
+    changes = compare(current, previous)
+
+    assert changes is not None
+    assert changes["previous_run"] == "r1" and changes["previous_verdict"] == "failed"
+    assert [(e["check"], e["was"], e["status"]) for e in changes["newly_failing"]] == [
+        ("os.a", "passed", "failed"), ("os.d", "waived", "error")]
+    assert changes["newly_failing"][0]["message"] == "os.a failed"
+    assert [(e["check"], e["was"]) for e in changes["newly_passing"]] == [("os.b", "failed")]
+    assert [(e["check"], e["was"], e["status"]) for e in changes["other_changes"]] == [
+        ("os.c", "skipped", "not_applicable")]
+    assert [(e["check"], e["status"]) for e in changes["new_checks"]] == [("os.new", "error")]
+    assert [(e["check"], e["status"]) for e in changes["removed_checks"]] == [
+        ("os.gone", "passed")]
+    ChangesDoc.model_validate(changes)
+
+
+def test_compare_without_a_previous_run_is_none() -> None:
+    assert compare(_doc(("os.a", "n1", "passed")), None) is None
+
+
+def test_changes_reach_summary_and_html(tmp_path: Path, make_result: MakeResult) -> None:
+    results = [make_result("os.module.overlay", "n1", Status.FAILED, message="seen: x")]
+    now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+    report = ValidationReport("lab", "lab", now, now, compute_verdict(results), results, [],
+                              ReportPaths([], tmp_path / "summary.json", tmp_path / "r.html"),
+                              run_id="r2")
+    previous = _doc(("os.module.overlay", "n1", "passed"))
+
+    write_outputs(report, [], tmp_path, previous=previous)
+
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["run_id"] == "r2"
+    assert data["changes"]["newly_failing"][0]["check"] == "os.module.overlay"
+    html = (tmp_path / "report.html").read_text()
+    assert "Changes since the previous run" in html
+    assert re.search(r"<td>newly failing</td><td>os.module.overlay</td><td>n1</td>\s*"
+                     r"<td>passed</td>\s*<td>failed</td>", html)
+
+
+def test_junit_combined_holds_every_layer(written: tuple[ValidationReport, Path]) -> None:
+    _, out = written
+    root = ET.parse(out / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    assert [s.get("name") for s in root.findall("testsuite")] == ["os", "runtime", "gpu"]
+    cases = root.findall(".//testcase")
+    assert len(cases) == 7
+    assert len(root.findall(".//failure")) == 1 and len(root.findall(".//error")) == 1

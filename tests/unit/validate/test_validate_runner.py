@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -15,7 +16,10 @@ from blueprint.validate.model import NodeTarget, Status, ValidationTarget, Verdi
 from blueprint.validate.runner import (
     NodeRun,
     is_applicable,
+    list_checks,
     merge_results,
+    node_context,
+    pytest_command,
     run_validation,
     select_checks,
 )
@@ -122,7 +126,8 @@ def test_merge_marks_missing_and_not_applicable(tmp_path: Path) -> None:
 
 def test_unreachable_nodes_error_on_every_check(tmp_path: Path) -> None:
     target = _target(tmp_path, EDGE_SUITE)
-    report = run_validation(target, tmp_path / "run", today=dt.date(2026, 12, 3))
+    report = run_validation(target, tmp_path / "run", include_optional=True,
+                            today=dt.date(2026, 12, 3))
 
     assert report.verdict is Verdict.FAILED
     assert report.exit_code is ExitCode.VALIDATION_FAILED
@@ -245,3 +250,58 @@ def test_plugin_show_stopper_stops_the_node(tmp_path: Path) -> None:
     assert results["os.fake_fail"]["outcome"] == "failed"
     assert results["os.fake_pass"]["outcome"] == "skipped"
     assert "show-stopper os.fake_fail failed" in str(results["os.fake_pass"]["message"])
+
+
+def test_optional_checks_run_only_when_asked() -> None:
+    suite = load_suite(SUITE)
+    optional = {c.id for c in suite.checks if not c.counts_for_verdict}
+    assert optional  # the lab suite has optional checks
+
+    default = {c.id for c in select_checks(suite, layers=None, checks=None,
+                                           include_optional=False)}
+    everything = {c.id for c in select_checks(suite, layers=None, checks=None,
+                                              include_optional=True)}
+    named = select_checks(suite, layers=None, checks=["os.journald_limit"],
+                          include_optional=False)
+
+    assert default == {c.id for c in suite.checks} - optional
+    assert everything == {c.id for c in suite.checks}
+    assert [c.id for c in named] == ["os.journald_limit"]
+
+
+def test_list_says_per_check_whether_it_runs_and_why_not(tmp_path: Path) -> None:
+    target = _target(tmp_path, EDGE_SUITE, layers=["hardware", "os", "security", "runtime"])
+
+    rows = {row.check_id: row for row in list_checks(target)}
+
+    assert [row.check_id for row in rows.values()] == [c.id for c in load_suite(EDGE_SUITE).checks]
+    assert rows["os.swap_off"].applicable and rows["os.swap_off"].kind == "mandatory"
+    assert not rows["os.journald_limit"].applicable
+    assert rows["os.journald_limit"].reason == "optional: runs with --include-optional"
+    assert not rows["kubernetes.nodes.ready"].applicable
+    assert rows["kubernetes.nodes.ready"].kind == "show-stopper"
+    assert rows["kubernetes.nodes.ready"].reason.startswith("layer 'kubernetes' is not deployed")
+    assert rows["hardware.cpu.count"].applicable
+    with_optional = {row.check_id: row for row in list_checks(target, include_optional=True)}
+    assert with_optional["os.journald_limit"].applicable
+
+
+def test_each_node_gets_its_context_file(tmp_path: Path) -> None:
+    target = _target(tmp_path)
+    target = dataclasses.replace(
+        target,
+        context={"packages": {"required": ["curl"], "pins": {}}},
+        nodes=[dataclasses.replace(target.nodes[0], hardware={"min_cpus": 4, "roles": ["worker"]})],
+    )
+    suite = load_suite(SUITE)
+
+    context = node_context(target, suite, target.nodes[0])
+
+    assert context["node"] == "n1" and context["node_roles"] == ["worker"]
+    assert context["hardware"] == {"min_cpus": 4, "roles": ["worker"]}
+    assert context["packages"]["required"] == ["curl"]
+    assert context["policy"]["listening_ports"] == ["22/tcp"]
+    assert "SSH-7408:PermitRootLogin" in context["policy"]["lynis"]["must_pass"]
+    command = pytest_command(target, target.nodes[0], tmp_path / "s.json", tmp_path / "r.json",
+                             tmp_path, tmp_path)
+    assert f"--bp-context={tmp_path / 'context-n1.json'}" in command

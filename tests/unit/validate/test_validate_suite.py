@@ -58,6 +58,22 @@ BAD_SUITES = [
         "timeout: Input should be greater than 0",
         id="zero-timeout",
     ),
+    pytest.param(
+        "name: x\npolicy: {listening_ports: [22/sctp, 70000/tcp]}\nchecks: []\n",
+        "policy.listening_ports: Value error, 22/sctp, 70000/tcp: use <port>/tcp or <port>/udp",
+        id="bad-port",
+    ),
+    pytest.param(
+        "name: x\npolicy: {lynis: {min_hardening_index: 60, must_pass: [ssh-7408]}}\n"
+        "checks: []\n",
+        "policy.lynis.must_pass: Value error, ssh-7408: not a lynis test such as SSH-7408",
+        id="bad-lynis-test",
+    ),
+    pytest.param(
+        "name: x\npolicy: {lynis: {min_hardening_index: 101}}\nchecks: []\n",
+        "policy.lynis.min_hardening_index: Input should be less than or equal to 100",
+        id="lynis-index-over-100",
+    ),
     pytest.param("name: x\nchecks: [\n", "not valid YAML", id="not-yaml"),
     pytest.param("- {id: os.swap_off, mandatory: true}\n", "(top)", id="a-bare-list"),
 ]
