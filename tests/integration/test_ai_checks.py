@@ -371,6 +371,8 @@ def hub_endpoint(ai_venv: Path) -> Iterator[JupyterHubEndpoint]:
         env = {
             **os.environ,
             "PATH": f"{ai_venv / 'bin'}:{os.environ['PATH']}",
+            # Debian's configurable-http-proxy finds its node modules (commander...) here.
+            "NODE_PATH": "/usr/share/nodejs",
             "BPV_HUB_DIR": str(running.work),
             "BPV_SINGLEUSER": str(ai_venv / "bin" / "jupyterhub-singleuser"),
             "BPV_HUB_PORT": str(port),
@@ -462,7 +464,7 @@ def flower_site(ai_venv: Path) -> Iterator[FlowerSite]:
             for index in (1, 2)
         ]
         endpoint = FlowerEndpoint(
-            address=address, insecure=True, supernodes=2, round_timeout=30, run_timeout=180,
+            address=address, insecure=True, supernodes=2, round_timeout=20, run_timeout=180,
             flwr=str(ai_venv / "bin" / "flwr"),
         )
         online = eventually(lambda: flower.check_superlink(endpoint), True, timeout=120)

@@ -67,13 +67,12 @@ def check_profile(endpoint: JupyterHubEndpoint, profile: str) -> AiCheckResult:
             _stop(hub, endpoint.user, name)
 
         started = time.monotonic()
-        hub.request(
-            "POST", server_path, json={"profile": profile}, expect=(201, 202)
-        )
+        # A spawn that fails at once answers 500; the progress events then say why.
+        hub.request("POST", server_path, json={"profile": profile}, expect=(201, 202, 500))
         try:
             url = _wait_ready(hub, endpoint, name)
             # The proxy routes to the server, and the server's own API answers.
-            status = hub.json("GET", f"{url.rstrip('/')}/api/")
+            status = hub.json("GET", f"{url.rstrip('/')}/api")
             took = time.monotonic() - started
             version = status.get("version", "?")
         except CheckFailure:
