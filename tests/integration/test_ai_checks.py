@@ -126,12 +126,13 @@ class Programs:
         stop_pids([entry for entry in self.started if entry[0] == pid])
 
     def stop_all(self) -> None:
-        stop_pids(list(reversed(self.started)))
         # Each program ran in its own session whose id is its PID: helpers it started
-        # (Flower's superexec, a spawned notebook server) are stopped with their group.
-        for pid, _ in self.started:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
+        # (MLflow's uvicorn, Flower's superexec, a notebook server) stop with their group.
+        for pid, marker in self.started:
+            if pid_alive(pid, marker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+        stop_pids(list(reversed(self.started)), timeout=15)
         left = [pid for pid, marker in self.started if pid_alive(pid, marker)]
         assert not left, f"processes left running: {left}"
 
@@ -190,93 +191,6 @@ def eventually(
 
 def _show(result: AiCheckResult) -> str:
     return f"{result.check} passed={result.passed}: {result.describe()}"
-
-
-# --- MLflow on PostgreSQL -------------------------------------------------------------------
-
-
-@dataclass
-class MlflowSite:
-    endpoint: MlflowEndpoint
-    running: Programs
-    postgres_pid: int
-
-
-def _postgres_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        pytest.fail("PostgreSQL's initdb not found under /usr/lib/postgresql (package postgresql)")
-    return found[-1].parent
-
-
-@pytest.fixture(scope="module")
-def mlflow_site(ai_venv: Path) -> Iterator[MlflowSite]:
-    """A throwaway PostgreSQL cluster (as user postgres) and an MLflow server using it."""
-    postgres = pwd.getpwnam("postgres")
-    with programs("mlflow") as running:
-        # A PostgreSQL cluster of its own, owned by postgres, on a free port.
-        data = running.work / "pgdata"
-        data.mkdir()
-        os.chown(data, postgres.pw_uid, postgres.pw_gid)
-        pg_bin = _postgres_bin()
-        subprocess.run(
-            [str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E",
-             "UTF8"],
-            check=True, user="postgres", cwd="/", capture_output=True,
-        )
-        pg_port = free_port()
-        pg_pid = running.start(
-            "postgres",
-            [str(pg_bin / "postgres"), "-D", str(data), "-p", str(pg_port), "-h", "127.0.0.1",
-             "-k", str(data)],
-            user="postgres",
-        )
-        psql = [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres"]
-
-        def database_up() -> bool:
-            query = [*psql, "-tAc", "select 1"]
-            return subprocess.run(query, capture_output=True, cwd="/").returncode == 0
-
-        wait_until(database_up, "PostgreSQL", running, pg_pid)
-        subprocess.run([*psql, "-c", "create database mlflow"], check=True, capture_output=True)
-
-        # MLflow's tracking server on that database, artifacts proxied to a local folder.
-        port = free_port()
-        mlflow_pid = running.start(
-            "mlflow",
-            [str(ai_venv / "bin" / "mlflow"), "server",
-             "--backend-store-uri", f"postgresql+psycopg2://postgres@127.0.0.1:{pg_port}/mlflow",
-             "--artifacts-destination", str(running.work / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=running.work,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_until(answers(f"{url}/health"), "MLflow server", running, mlflow_pid)
-        yield MlflowSite(MlflowEndpoint(url=url), running, pg_pid)  # type: ignore[arg-type]
-
-
-def test_mlflow_checks_pass_on_postgresql(mlflow_site: MlflowSite) -> None:
-    health = mlflow.check_health(mlflow_site.endpoint)
-    assert health.passed, _show(health)
-    round_trip = mlflow.check_round_trip(mlflow_site.endpoint)
-    assert round_trip.passed, _show(round_trip)
-    assert "version 1 READY" in round_trip.reason
-
-    # A second run registers the next version of the same model.
-    again = mlflow.check_round_trip(mlflow_site.endpoint)
-    assert again.passed and "version 2 READY" in again.reason, _show(again)
-
-
-def test_mlflow_checks_fail_when_postgresql_stops(mlflow_site: MlflowSite) -> None:
-    mlflow_site.running.stop(mlflow_site.postgres_pid)
-
-    health = mlflow.check_health(mlflow_site.endpoint)
-    assert not health.passed
-    # The reason names the request that failed and what the server said about its database.
-    assert "/api/2.0/mlflow/experiments/search answered HTTP 5" in health.reason, _show(health)
-    round_trip = mlflow.check_round_trip(mlflow_site.endpoint)
-    assert not round_trip.passed
-    assert "HTTP 5" in round_trip.reason, _show(round_trip)
 
 
 # --- Prometheus scraping the (stand-in) GPU exporter ----------------------------------------
@@ -504,3 +418,102 @@ def test_flower_check_fails_when_superlink_unreachable(flower_site: FlowerSite) 
     result = flower.check_superlink(endpoint)
     assert not result.passed
     assert "supernode list blueprint-site --format json failed" in result.reason, _show(result)
+
+
+# --- MLflow on PostgreSQL -------------------------------------------------------------------
+
+
+@dataclass
+class MlflowSite:
+    endpoint: MlflowEndpoint
+    running: Programs
+    postgres_pid: int
+    mlflow_pid: int
+
+
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL's initdb not found under /usr/lib/postgresql (package postgresql)")
+    return found[-1].parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_started(ai_venv: Path) -> Iterator[MlflowSite]:
+    """A throwaway PostgreSQL cluster (as user postgres) and an MLflow server using it.
+
+    Started with the module's first test and awaited by `mlflow_site`: MLflow's schema
+    migrations take a minute or two here, while the other programs' tests run.
+    """
+    postgres = pwd.getpwnam("postgres")
+    with programs("mlflow") as running:
+        # A PostgreSQL cluster of its own, owned by postgres, on a free port.
+        data = running.work / "pgdata"
+        data.mkdir()
+        os.chown(data, postgres.pw_uid, postgres.pw_gid)
+        pg_bin = _postgres_bin()
+        subprocess.run(
+            [str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E",
+             "UTF8"],
+            check=True, user="postgres", cwd="/", capture_output=True,
+        )
+        pg_port = free_port()
+        pg_pid = running.start(
+            "postgres",
+            [str(pg_bin / "postgres"), "-D", str(data), "-p", str(pg_port), "-h", "127.0.0.1",
+             "-k", str(data)],
+            user="postgres",
+        )
+        psql = [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres"]
+
+        def database_up() -> bool:
+            query = [*psql, "-tAc", "select 1"]
+            return subprocess.run(query, capture_output=True, cwd="/").returncode == 0
+
+        wait_until(database_up, "PostgreSQL", running, pg_pid)
+        subprocess.run([*psql, "-c", "create database mlflow"], check=True, capture_output=True)
+
+        # MLflow's tracking server on that database, artifacts proxied to a local folder.
+        port = free_port()
+        mlflow_pid = running.start(
+            "mlflow",
+            [str(ai_venv / "bin" / "mlflow"), "server",
+             "--backend-store-uri", f"postgresql+psycopg2://postgres@127.0.0.1:{pg_port}/mlflow",
+             "--artifacts-destination", str(running.work / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=running.work,
+        )
+        endpoint = MlflowEndpoint(url=f"http://127.0.0.1:{port}")  # type: ignore[arg-type]
+        yield MlflowSite(endpoint, running, pg_pid, mlflow_pid)
+
+
+@pytest.fixture(scope="module")
+def mlflow_site(mlflow_started: MlflowSite) -> MlflowSite:
+    site = mlflow_started
+    health = f"{site.endpoint.url}health"
+    wait_until(answers(health), "MLflow server", site.running, site.mlflow_pid)
+    return site
+
+
+def test_mlflow_checks_pass_on_postgresql(mlflow_site: MlflowSite) -> None:
+    health = mlflow.check_health(mlflow_site.endpoint)
+    assert health.passed, _show(health)
+    round_trip = mlflow.check_round_trip(mlflow_site.endpoint)
+    assert round_trip.passed, _show(round_trip)
+    assert "version 1 READY" in round_trip.reason
+
+    # A second run registers the next version of the same model.
+    again = mlflow.check_round_trip(mlflow_site.endpoint)
+    assert again.passed and "version 2 READY" in again.reason, _show(again)
+
+
+def test_mlflow_checks_fail_when_postgresql_stops(mlflow_site: MlflowSite) -> None:
+    mlflow_site.running.stop(mlflow_site.postgres_pid)
+
+    health = mlflow.check_health(mlflow_site.endpoint)
+    assert not health.passed
+    # The reason names the request that failed and what the server said about its database.
+    assert "/api/2.0/mlflow/experiments/search answered HTTP 5" in health.reason, _show(health)
+    round_trip = mlflow.check_round_trip(mlflow_site.endpoint)
+    assert not round_trip.passed
+    assert "HTTP 5" in round_trip.reason, _show(round_trip)
