@@ -42,6 +42,8 @@ from validation.ai.config import (
 from validation.ai.result import AiCheckResult
 
 pytestmark = [pytest.mark.lab, pytest.mark.heavy]
+# Needs no lab node: runs before the session's lab is brought up, so they share no CPU time.
+LAB_STAGE = -10
 
 HERE = Path(__file__).resolve().parent / "ai_programs"
 AI_VENV = Path(os.environ.get("BLUEPRINT_AI_VENV", "/var/cache/blueprint/ai-venv"))

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from validation.ai.config import FlowerEndpoint
-from validation.ai.result import AiCheckResult, CheckFailure, Exchange, excerpt, run_check
+from validation.ai.result import (
+    COMMAND,
+    AiCheckResult,
+    CheckFailure,
+    Exchange,
+    excerpt,
+    run_check,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +75,11 @@ class FlowerCli:
                 command, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.home
             )
         except subprocess.TimeoutExpired:
-            self.exchanges.append(Exchange("RUN", shown, None, f"no answer in {timeout:g} s"))
+            self.exchanges.append(Exchange(COMMAND, shown, None, f"no answer in {timeout:g} s"))
             raise CheckFailure(f"{shown} gave no answer in {timeout:g} s", "an answer") from None
         output = done.stdout.strip()
         self.exchanges.append(
-            Exchange("RUN", shown, done.returncode, excerpt(output or done.stderr))
+            Exchange(COMMAND, shown, done.returncode, excerpt(output or done.stderr))
         )
         try:
             answer: dict[str, Any] = json.loads(output[output.index("{"):])

@@ -19,7 +19,14 @@ import httpx
 
 from blueprint.secrets import REDACTOR
 from validation.ai.config import JupyterHubEndpoint
-from validation.ai.result import AiCheckResult, CheckFailure, Exchange, Recorder, run_check
+from validation.ai.result import (
+    AiCheckResult,
+    CheckFailure,
+    Exchange,
+    Recorder,
+    excerpt,
+    run_check,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,11 @@ def _wait_ready(hub: Recorder, endpoint: JupyterHubEndpoint, name: str) -> str:
         with hub.client.stream(
             "GET", path, timeout=httpx.Timeout(30.0, read=endpoint.spawn_timeout)
         ) as events:
+            if events.status_code != 200:
+                text = excerpt(events.read().decode(errors="replace"))
+                hub.exchanges.append(Exchange("GET", url, events.status_code, text))
+                msg = f"GET {url} answered HTTP {events.status_code}: {text}"
+                raise CheckFailure(msg, "the spawn's progress events")
             for line in events.iter_lines():
                 if not line.startswith("data:"):
                     continue

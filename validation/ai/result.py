@@ -14,6 +14,8 @@ from blueprint.secrets import REDACTOR
 log = logging.getLogger(__name__)
 
 EXCERPT = 400
+# The method of an exchange that was a command (the Flower CLI), not an HTTP request.
+COMMAND = "RUN"
 
 
 @dataclass
@@ -26,7 +28,12 @@ class Exchange:
     excerpt: str
 
     def __str__(self) -> str:
-        answer = f"HTTP {self.status}" if self.status is not None else "no answer"
+        if self.status is None:
+            answer = "no answer"
+        elif self.method == COMMAND:
+            answer = f"exit {self.status}"
+        else:
+            answer = f"HTTP {self.status}"
         return f"{self.method} {self.url} -> {answer}: {self.excerpt}"
 
 
