@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from blueprint import __version__
+from blueprint.bom.cli import bom, bundle, mirror
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 cli.add_command(lab)
+cli.add_command(bom)
+cli.add_command(bundle)
+cli.add_command(mirror)
 
 if __name__ == "__main__":
     main()

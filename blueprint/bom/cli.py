@@ -1,0 +1,154 @@
+"""The bill of materials verbs: bom, bundle, mirror (sbom and compliance live beside them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from blueprint.bom.apt import DEFAULT_ARCHIVE
+from blueprint.bom.lock import build_lock, lock_path, write_lock
+from blueprint.console import CONSOLE
+from blueprint.errors import BadInput
+from blueprint.loader import load_site
+from blueprint.state import StateDir
+
+
+@click.command()
+@click.argument("site")
+@click.option("--release", default="bookworm", show_default=True,
+              help="Debian release the nodes run.")
+@click.option("--architecture", default="amd64", show_default=True)
+@click.option("--archive", default=DEFAULT_ARCHIVE, show_default=True,
+              help="Debian archive URL, as the nodes' apt sources name it.")
+@click.option("--proxy", default=None,
+              help="HTTP proxy for the downloads (default: the site's apt_proxy in mirror "
+                   "mode, none otherwise).")
+@click.option("--baseline-status", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="dpkg status of the OS install the nodes start from: its "
+                                 "packages are not locked (default: none installed).")
+@click.option("--allow-unresolved", is_flag=True,
+              help="Write the lock and exit 0 even when some items have no checksum.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None)
+def bom(site: str, release: str, architecture: str, archive: str, proxy: str | None,
+        baseline_status: Path | None, allow_unresolved: bool, state_dir: Path | None) -> None:
+    """Resolve everything the site runs into bom.lock.yaml beside the site file."""
+    loaded = load_site(site)
+    if baseline_status is not None and not baseline_status.is_file():
+        msg = f"--baseline-status {baseline_status}: no such file"
+        raise BadInput(msg)
+    state = StateDir.for_site(loaded.site_dir, state_dir)
+    if proxy is None and loaded.site.artifacts.mode == "mirror":
+        proxy = loaded.site.artifacts.apt_proxy
+    lock = build_lock(loaded, state.root / "bom-cache", release=release,
+                      architecture=architecture, archive=archive, proxy=proxy,
+                      baseline_status=baseline_status,
+                      progress=lambda line: CONSOLE.print(f"  {line}", highlight=False))
+    path = lock_path(loaded)
+    write_lock(lock, path)
+    size = sum(item.size or 0 for item in lock.items)
+    CONSOLE.print(f"bom: {len(lock.items)} items ({size / 1e6:.1f} MB), "
+                  f"{len(lock.unresolved)} unresolved; wrote {path}", highlight=False)
+    for entry in lock.unresolved:
+        CONSOLE.print(f"  unresolved: {entry.name} (layer {entry.layer}): {entry.reason}",
+                      highlight=False, markup=False)
+    if lock.unresolved and not allow_unresolved:
+        msg = (f"{len(lock.unresolved)} item(s) have no known checksum; the lock is written but "
+               "incomplete (--allow-unresolved accepts it)")
+        raise UnresolvedItems(msg)
+
+
+class UnresolvedItems(BadInput):
+    """The lock names items whose checksum is not known."""
+
+
+@click.group()
+def bundle() -> None:
+    """Offline bundles: every item of a lock in one signed archive."""
+
+
+@bundle.command("build")
+@click.argument("site")
+@click.option("--key", "secret_key", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="The operator's minisign secret key.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Archive to write (default: <state>/bundles/<site>-<lock digest>.tar).")
+@click.option("--since", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="An older lock: the bundle carries only what changed since it.")
+@click.option("--proxy", default=None, help="HTTP proxy for the downloads.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None)
+def bundle_build(site: str, secret_key: Path, out: Path | None, since: Path | None,
+                 proxy: str | None, state_dir: Path | None) -> None:
+    """Download and verify every item of the site's lock; write one signed archive."""
+    import hashlib
+
+    from blueprint.bom.bundle import build_bundle
+
+    loaded = load_site(site)
+    path = lock_path(loaded)
+    if not path.is_file():
+        msg = f"{path} is missing; run `blueprint bom {site}` first"
+        raise BadInput(msg)
+    state = StateDir.for_site(loaded.site_dir, state_dir)
+    if proxy is None and loaded.site.artifacts.mode == "mirror":
+        proxy = loaded.site.artifacts.apt_proxy
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    out = out or state.root / "bundles" / f"{loaded.site.name}-{digest}.tar"
+    built = build_bundle(path, out, secret_key, state.root / "bom-cache" / "files",
+                         proxy=proxy, since=since)
+    CONSOLE.print(f"bundle: {built.files} files ({built.size / 1e6:.1f} MB), signed; "
+                  f"wrote {built.path}", highlight=False)
+
+
+@bundle.command("verify")
+@click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--pubkey", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The operator's minisign public key.")
+def bundle_verify(bundle_file: Path, pubkey: Path) -> None:
+    """Check a bundle's signature and the checksum of every file in it."""
+    from blueprint.bom.bundle import verify_bundle
+
+    manifest = verify_bundle(bundle_file, pubkey)
+    kind = "update bundle" if manifest.get("since_lock_sha256") else "bundle"
+    CONSOLE.print(f"{kind} ok: site {manifest['site']}, {len(manifest['files'])} files, "
+                  "signature and checksums verified", highlight=False)
+
+
+@click.group()
+def mirror() -> None:
+    """The site mirror: serve a verified bundle to the nodes (apt, files)."""
+
+
+folder_option = click.option(
+    "--folder", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/var/lib/blueprint/mirror"), show_default=True,
+    help="Where the mirror keeps the unpacked bundle, its PID and log.")
+
+
+@mirror.command("serve")
+@click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--pubkey", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--listen", default="0.0.0.0:3150", show_default=True, help="HOST:PORT")
+@folder_option
+def mirror_serve(bundle_file: Path, pubkey: Path, listen: str, folder: Path) -> None:
+    """Verify BUNDLE, then serve it in the background (stop with `mirror stop`)."""
+    from blueprint.bom.mirror import serve
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"--listen {listen}: expected HOST:PORT, e.g. 10.20.0.2:3150"
+        raise BadInput(msg)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = serve(bundle_file, pubkey, folder, host, int(port))
+    CONSOLE.print(f"mirror: serving {bundle_file} on {state.url} (PID {state.pid}); nodes use "
+                  f"it as artifacts.apt_proxy with artifacts.mode offline", highlight=False)
+
+
+@mirror.command("stop")
+@folder_option
+def mirror_stop(folder: Path) -> None:
+    """Stop the mirror started from --folder, by its PID."""
+    from blueprint.bom.mirror import stop
+
+    state = stop(folder)
+    CONSOLE.print("mirror: stopped" if state else "mirror: none was running")
