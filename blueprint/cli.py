@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from blueprint import __version__
-from blueprint.bom.cli import bom, bundle, mirror
+from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
@@ -214,6 +214,8 @@ cli.add_command(lab)
 cli.add_command(bom)
 cli.add_command(bundle)
 cli.add_command(mirror)
+cli.add_command(sbom)
+cli.add_command(compliance)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ checksums come from the Packages index that apt verified against the release's s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 DEFAULT_ARCHIVE = "http://deb.debian.org/debian"
+DEFAULT_SECURITY = "http://deb.debian.org/debian-security"
 DEFAULT_COMPONENTS = ("main",)
 URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) (?P<hash>\S*)$")
 
@@ -58,16 +60,24 @@ class AptRoot:
     """A private apt configuration for one release, architecture and archive."""
 
     def __init__(self, root: Path, *, release: str, architecture: str = "amd64",
-                 archive: str = DEFAULT_ARCHIVE, components: tuple[str, ...] = DEFAULT_COMPONENTS,
+                 archive: str = DEFAULT_ARCHIVE, security: str = DEFAULT_SECURITY,
+                 components: tuple[str, ...] = DEFAULT_COMPONENTS,
                  proxy: str | None = None, baseline_status: Path | None = None) -> None:
         self.root = root
         self.release = release
         self.architecture = architecture
         self.archive = archive.rstrip("/")
+        self.security = security.rstrip("/")
         self.components = components
         self.proxy = proxy
         self.baseline_status = baseline_status
         self._cached_index: dict[tuple[str, str, str], dict[str, str]] | None = None
+
+    def suites(self) -> list[tuple[str, str]]:
+        """(archive, suite) pairs: the release, its updates and its security suite, as
+        debian-installer sets a node's sources up."""
+        return [(self.archive, self.release), (self.archive, f"{self.release}-updates"),
+                (self.security, f"{self.release}-security")]
 
     @property
     def config(self) -> Path:
@@ -88,9 +98,9 @@ class AptRoot:
             shutil.copyfile(self.baseline_status, status)
         else:
             status.write_text("", encoding="utf-8")
-        (self.root / "etc/apt/sources.list").write_text(
-            f"deb [signed-by={DEBIAN_KEYRING}] {self.archive} {self.release} "
-            f"{' '.join(self.components)}\n", encoding="utf-8")
+        (self.root / "etc/apt/sources.list").write_text("".join(
+            f"deb [signed-by={DEBIAN_KEYRING}] {base} {suite} {' '.join(self.components)}\n"
+            for base, suite in self.suites()), encoding="utf-8")
         lines = [
             f'Dir::Etc "{self.root}/etc/apt";',
             f'Dir::State "{self.root}/state";',
@@ -162,26 +172,31 @@ class AptRoot:
         return resolved
 
     def index_files(self) -> list[IndexFile]:
-        """InRelease and the Packages.xz of each component, as a node's apt fetches them."""
-        found = self._lists("_InRelease")
-        if len(found) != 1:
-            msg = f"no InRelease for {self.release} was fetched from {self.archive}"
-            raise DeployFailed(msg)
-        from hashlib import sha256
-
-        data = found[0].read_bytes()
-        base = f"{self.archive}/dists/{self.release}"
-        files = [IndexFile(f"dists/{self.release}/InRelease", f"{base}/InRelease", len(data),
-                           sha256(data).hexdigest())]
-        release = Release(data.decode("utf-8"))
-        wanted = {f"{component}/binary-{self.architecture}/Packages.xz"
-                  for component in self.components}
-        for entry in release.get("SHA256", []):
-            if entry["name"] in wanted:
-                files.append(IndexFile(f"dists/{self.release}/{entry['name']}",
-                                       f"{base}/{entry['name']}", int(entry["size"]),
-                                       entry["sha256"]))
+        """Each suite's InRelease and Packages.xz per component, as a node's apt fetches them."""
+        files = []
+        for base, suite in self.suites():
+            url = f"{base}/dists/{suite}"
+            inrelease = self.root / "state/lists" / _list_name(f"{url}/InRelease")
+            if not inrelease.is_file():
+                msg = f"no InRelease for {suite} was fetched from {base}"
+                raise DeployFailed(msg)
+            data = inrelease.read_bytes()
+            files.append(IndexFile(f"dists/{suite}/InRelease", f"{url}/InRelease", len(data),
+                                   hashlib.sha256(data).hexdigest()))
+            release = Release(data.decode("utf-8"))
+            wanted = {f"{component}/binary-{self.architecture}/Packages.xz"
+                      for component in self.components}
+            for entry in release.get("SHA256", []):
+                if entry["name"] in wanted:
+                    files.append(IndexFile(f"dists/{suite}/{entry['name']}",
+                                           f"{url}/{entry['name']}", int(entry["size"]),
+                                           entry["sha256"]))
         return files
+
+
+def _list_name(url: str) -> str:
+    """The file apt keeps a fetched index in (its URItoFileName: no scheme, '/' as '_')."""
+    return url.split("://", 1)[-1].replace("/", "_")
 
 
 INDEX_FIELDS = ("Package", "Version", "Architecture", "Source", "SHA256", "Size", "Filename")

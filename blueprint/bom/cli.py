@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from blueprint.bom.apt import DEFAULT_ARCHIVE
+from blueprint.bom.apt import DEFAULT_ARCHIVE, DEFAULT_SECURITY
 from blueprint.bom.lock import build_lock, lock_path, write_lock
 from blueprint.console import CONSOLE
 from blueprint.errors import BadInput
@@ -21,6 +21,8 @@ from blueprint.state import StateDir
 @click.option("--architecture", default="amd64", show_default=True)
 @click.option("--archive", default=DEFAULT_ARCHIVE, show_default=True,
               help="Debian archive URL, as the nodes' apt sources name it.")
+@click.option("--security-archive", default=DEFAULT_SECURITY, show_default=True,
+              help="Debian security archive URL, as the nodes' apt sources name it.")
 @click.option("--proxy", default=None,
               help="HTTP proxy for the downloads (default: the site's apt_proxy in mirror "
                    "mode, none otherwise).")
@@ -30,7 +32,8 @@ from blueprint.state import StateDir
 @click.option("--allow-unresolved", is_flag=True,
               help="Write the lock and exit 0 even when some items have no checksum.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None)
-def bom(site: str, release: str, architecture: str, archive: str, proxy: str | None,
+def bom(site: str, release: str, architecture: str, archive: str, security_archive: str,
+        proxy: str | None,
         baseline_status: Path | None, allow_unresolved: bool, state_dir: Path | None) -> None:
     """Resolve everything the site runs into bom.lock.yaml beside the site file."""
     loaded = load_site(site)
@@ -41,7 +44,8 @@ def bom(site: str, release: str, architecture: str, archive: str, proxy: str | N
     if proxy is None and loaded.site.artifacts.mode == "mirror":
         proxy = loaded.site.artifacts.apt_proxy
     lock = build_lock(loaded, state.root / "bom-cache", release=release,
-                      architecture=architecture, archive=archive, proxy=proxy,
+                      architecture=architecture, archive=archive,
+                      security_archive=security_archive, proxy=proxy,
                       baseline_status=baseline_status,
                       progress=lambda line: CONSOLE.print(f"  {line}", highlight=False))
     path = lock_path(loaded)
@@ -152,3 +156,91 @@ def mirror_stop(folder: Path) -> None:
 
     state = stop(folder)
     CONSOLE.print("mirror: stopped" if state else "mirror: none was running")
+
+
+@click.command()
+@click.argument("site")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for sbom.cdx.json and sbom.spdx.json (default: <state>/sbom).")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None)
+def sbom(site: str, out: Path | None, state_dir: Path | None) -> None:
+    """CycloneDX 1.6 and SPDX 2.3 SBOMs from the lock and what the nodes really run."""
+    from blueprint.bom.lock import check_lock
+    from blueprint.bom.sbom import site_components, write_sboms
+    from blueprint.inventory import render_ssh_config
+
+    loaded = load_site(site)
+    lock = check_lock(loaded, required=True)
+    assert lock is not None
+    state = StateDir.for_site(loaded.site_dir, state_dir)
+    ssh_config = render_ssh_config(loaded.site, state)
+    components = site_components(lock, ssh_config, loaded.site.nodes)
+    paths = write_sboms(loaded.site.name, lock, components, out or state.root / "sbom")
+    counts: dict[str, int] = {}
+    for component in components:
+        counts[component.lock_status] = counts.get(component.lock_status, 0) + 1
+    for component in components:
+        if component.lock_status == "differs-from-lock":
+            CONSOLE.print(f"  differs from the lock: {component.name} {component.version} on "
+                          f"{', '.join(component.nodes)} (lock: {component.lock_version})",
+                          highlight=False, markup=False)
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    CONSOLE.print(f"sbom: {len(components)} components ({summary}); wrote "
+                  f"{', '.join(str(path) for path in paths)}", highlight=False)
+
+
+@click.command()
+@click.argument("site")
+@click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Licence policy (allow/review/deny); default: the blueprint's.")
+@click.option("--answers", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The organisation's answers to the self-certification questions (YAML).")
+@click.option("--with-nodes", is_flag=True,
+              help="Read what the nodes run (SSH) into the record's SBOMs, not only the lock.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None)
+def compliance(site: str, policy: Path | None, answers: Path | None, with_nodes: bool,
+               state_dir: Path | None) -> None:
+    """Licence decisions per component and a compliance record; exit 1 on a denied licence."""
+    from blueprint.bom.compliance import (
+        POLICY_FILE,
+        decisions_for,
+        load_policy,
+        read_answers,
+        write_record,
+    )
+    from blueprint.bom.lock import check_lock
+    from blueprint.bom.sbom import merge, site_components, write_sboms
+    from blueprint.errors import ValidationFailed
+    from blueprint.inventory import render_ssh_config
+
+    loaded = load_site(site)
+    lock = check_lock(loaded, required=True)
+    assert lock is not None
+    rules = load_policy(policy or POLICY_FILE)
+    given, unanswered = read_answers(answers)
+    state = StateDir.for_site(loaded.site_dir, state_dir)
+    decisions = decisions_for(lock, rules)
+    record = write_record(state.root / "compliance", loaded.site.name, lock, decisions, given,
+                          unanswered, state.root / "bom-cache" / "files")
+    if with_nodes:
+        components = site_components(lock, render_ssh_config(loaded.site, state),
+                                     loaded.site.nodes)
+    else:
+        components = merge(lock, [])
+    write_sboms(loaded.site.name, lock, components, record)
+
+    counts = {"allow": 0, "review": 0, "deny": 0}
+    for decision in decisions:
+        counts[decision.decision] += 1
+        if decision.decision != "allow":
+            CONSOLE.print(f"  {decision.decision}: {decision.name} {decision.version}: "
+                          f"{decision.licence}", highlight=False, markup=False)
+    CONSOLE.print(f"compliance: {counts['allow']} allowed, {counts['review']} to review, "
+                  f"{counts['deny']} denied; {len(unanswered)} self-certification question(s) "
+                  f"unanswered{': ' + ', '.join(unanswered) if unanswered else ''}",
+                  highlight=False)
+    CONSOLE.print(f"record: {record}", highlight=False)
+    if counts["deny"]:
+        denied = [d.name for d in decisions if d.decision == "deny"]
+        msg = f"site {loaded.site.name}: denied licence in {', '.join(denied)}"
+        raise ValidationFailed(msg)

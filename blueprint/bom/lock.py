@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from blueprint.artifacts import Catalogue, load_catalogue
-from blueprint.bom.apt import AptRoot, DebianPackage, url_path
+from blueprint.bom.apt import DEFAULT_SECURITY, AptRoot, DebianPackage, url_path
 from blueprint.bom.fetch import download_all, fetch_text
 from blueprint.bom.licences import (
     NOASSERTION,
@@ -64,6 +64,7 @@ class Lock(BaseModel):
     release: str
     architecture: str
     archive: str
+    security_archive: str = DEFAULT_SECURITY
     baseline_status_sha256: str | None = None
     inputs: dict[str, Any] = Field(description="what the lock was resolved from; see drift")
     items: list[LockItem] = Field(default_factory=list)
@@ -185,6 +186,7 @@ def build_lock(
     architecture: str,
     archive: str,
     proxy: str | None,
+    security_archive: str = DEFAULT_SECURITY,
     baseline_status: Path | None = None,
     catalogue: Catalogue | None = None,
     progress: Callable[[str], None] = lambda _: None,
@@ -193,7 +195,8 @@ def build_lock(
     catalogue = catalogue or load_catalogue()
     inputs = site_inputs(loaded, catalogue)
     apt_root = AptRoot(cache_dir / f"apt-{release}-{architecture}", release=release,
-                       architecture=architecture, archive=archive, proxy=proxy,
+                       architecture=architecture, archive=archive,
+                       security=security_archive, proxy=proxy,
                        baseline_status=baseline_status)
     apt_root.prepare()
     available = apt_root.available()
@@ -269,7 +272,7 @@ def build_lock(
     return Lock(
         site=loaded.site.name, generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         release=release, architecture=architecture, archive=archive,
-        baseline_status_sha256=baseline_sha, inputs=inputs,
+        security_archive=security_archive, baseline_status_sha256=baseline_sha, inputs=inputs,
         items=sorted(items.values(), key=lambda item: (item.kind, item.name, item.version)),
         unresolved=unresolved)
 
