@@ -29,7 +29,8 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 DEFAULT_ARCHIVE = "http://deb.debian.org/debian"
 DEFAULT_SECURITY = "http://deb.debian.org/debian-security"
 DEFAULT_COMPONENTS = ("main",)
-URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) (?P<hash>\S*)$")
+# 'URL' file size [hash]: apt leaves the hash out for some indices (the security suite's).
+URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+)(?: (?P<hash>\S*))?$")
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,12 @@ class AptRoot:
         index = self._index()
         resolved = []
         for line in out.splitlines():
+            if not line.strip():
+                continue
             match = URI_LINE.match(line.strip())
             if not match:
-                continue
+                msg = f"{where}: apt printed a line this version cannot read: {line!r}"
+                raise DeployFailed(msg)
             name, version, arch = _split_deb_name(match["file"])
             entry = index.get((name, version, arch))
             if entry is None or "SHA256" not in entry:
@@ -184,8 +188,9 @@ class AptRoot:
             files.append(IndexFile(f"dists/{suite}/InRelease", f"{url}/InRelease", len(data),
                                    hashlib.sha256(data).hexdigest()))
             release = Release(data.decode("utf-8"))
-            wanted = {f"{component}/binary-{self.architecture}/Packages.xz"
-                      for component in self.components}
+            # Nodes fetch the English package descriptions too, and fail without them.
+            wanted = {f"{component}/{name}" for component in self.components for name in
+                      (f"binary-{self.architecture}/Packages.xz", "i18n/Translation-en.bz2")}
             for entry in release.get("SHA256", []):
                 if entry["name"] in wanted:
                     files.append(IndexFile(f"dists/{suite}/{entry['name']}",

@@ -116,6 +116,10 @@ def offline(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             text = installer_apt_conf[node.name].replace(lab.state.apt_proxy, f"http://{listen}")
             lab.ssh(node, f"printf '%s' '{text}' > /etc/apt/apt.conf")
         stop_upstream_proxy(lab)
+        # The nodes' package lists come from the site mirror, as after the site's install:
+        # the roles reuse lists younger than an hour.
+        for node in lab.nodes:
+            lab.ssh(node, "apt-get update -qq")
         yield Offline(site_dir, bundle, pubkey, mirror_folder, f"http://{listen}")
     finally:
         for node in lab.nodes:
