@@ -34,8 +34,19 @@ class CatalogueRepository(StrictModel):
     variables: RoleVariables | None = None
 
 
+class CatalogueFile(StrictModel):
+    """One file a layer downloads (a binary, an archive), checked against upstream's sums."""
+
+    layer: str
+    version: str
+    url: str
+    checksum_url: str = Field(description="upstream's published SHA256 list or .sha256 file")
+    licence: str = Field(description="SPDX expression")
+
+
 class Catalogue(StrictModel):
     repositories: dict[str, CatalogueRepository] = Field(default_factory=dict)
+    files: dict[str, CatalogueFile] = Field(default_factory=dict)
 
 
 @cache

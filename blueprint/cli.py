@@ -14,6 +14,7 @@ from rich.table import Table
 
 from blueprint import __version__
 from blueprint.baremetal.cli import boot_server, discover
+from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
@@ -198,6 +199,11 @@ cli.add_command(discover)
 cli.add_command(boot_server)
 cli.add_command(validate)
 cli.add_command(support_bundle)
+cli.add_command(bom)
+cli.add_command(bundle)
+cli.add_command(mirror)
+cli.add_command(sbom)
+cli.add_command(compliance)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
+from blueprint.bom.lock import check_lock
+from blueprint.bom.mirror import check_offline_mirror
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
 from blueprint.inventory import PYTHON, render_inventory
@@ -95,13 +97,12 @@ def preflight(
             msg = f"layer {layer.name}: playbooks/{layer.name}.yml is missing from this checkout"
             raise EnvironmentMissing(msg)
 
-    # Offline sites run from a locked bill of materials, which this version cannot make yet.
-    if loaded.site.artifacts.mode == "offline":
-        msg = (
-            f"{loaded.site_file}: artifacts.mode offline needs a bill of materials lock "
-            "(bom.lock.yaml) and a bundle; this version supports online and mirror"
-        )
-        raise BadInput(msg)
+    # A lock that no longer matches the site stops the run; offline sites need one, and
+    # every artifact of it on the site mirror, before any host is touched.
+    offline = loaded.site.artifacts.mode == "offline"
+    lock = check_lock(loaded, required=offline)
+    if offline and lock is not None:
+        check_offline_mirror(loaded, lock)
 
     # Every node answers SSH with the host key pinned for it.
     inventory_dir = render_inventory(loaded, state, stock=stock)

@@ -104,7 +104,9 @@ def role_variables(loaded: LoadedSite) -> dict[str, Any]:
         "os_baseline_http_proxy": site.network.http_proxy or "",
         "os_baseline_https_proxy": site.network.https_proxy or "",
         "os_baseline_no_proxy": list(site.network.no_proxy),
-        "os_baseline_apt_proxy": (site.artifacts.apt_proxy or "") if mirror else "",
+        # Offline nodes fetch through the bundle's mirror, which answers as an apt proxy.
+        "os_baseline_apt_proxy": (site.artifacts.apt_proxy or "")
+        if site.artifacts.mode in ("mirror", "offline") else "",
         "os_baseline_extra_ca_certs": [
             {"name": path.stem, "pem": path.read_text(encoding="utf-8")}
             for path in site.network.extra_ca

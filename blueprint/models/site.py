@@ -225,7 +225,10 @@ class Artifacts(StrictModel):
     """Where every package, binary, chart and image comes from (see the artifact catalogue)."""
 
     mode: Literal["online", "mirror", "offline"] = "online"
-    apt_proxy: str | None = Field(default=None, description="mirror mode: the site's apt proxy")
+    apt_proxy: str | None = Field(
+        default=None,
+        description="mirror mode: the site's apt proxy; offline: `blueprint mirror serve`",
+    )
     registry_mirrors: list[RegistryMirror] = Field(default_factory=list)
     repositories: dict[str, RepositoryMirror] = Field(
         default_factory=dict, description="mirror mode: the site's mirror of catalogue entries"
@@ -269,6 +272,10 @@ class Artifacts(StrictModel):
     def _mode_has_its_source(self) -> Artifacts:
         if self.mode == "mirror" and not (self.apt_proxy or self.registry_mirrors):
             msg = "mode 'mirror' needs apt_proxy or registry_mirrors: the site's own mirror"
+            raise ValueError(msg)
+        if self.mode == "offline" and not self.apt_proxy:
+            msg = ("mode 'offline' needs apt_proxy: the address `blueprint mirror serve` "
+                   "listens on, e.g. http://10.20.0.2:3150")
             raise ValueError(msg)
         return self
 

@@ -1,0 +1,321 @@
+"""The lock file (bom.lock.yaml): every artifact a site runs, pinned, and what it came from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from blueprint.artifacts import Catalogue, load_catalogue
+from blueprint.bom.apt import DEFAULT_SECURITY, AptRoot, DebianPackage, url_path
+from blueprint.bom.fetch import download_all, fetch_text
+from blueprint.bom.licences import (
+    NOASSERTION,
+    copyright_from_deb,
+    licence_of_copyright,
+    normalise,
+)
+from blueprint.bom.packages import layer_requests, node_roles_of
+from blueprint.errors import BadInput
+from blueprint.loader import LoadedSite
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "bom.lock.yaml"
+LOCK_VERSION = 1
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LockItem(BaseModel):
+    """One pinned artifact: what it is, where upstream has it, its checksum and licence."""
+
+    name: str
+    version: str
+    kind: Literal["deb", "apt-index", "file"]
+    url: str
+    path: str = Field(description="where the item lies in a bundle and on the site mirror")
+    size: int | None = None
+    sha256: str = Field(pattern=SHA256.pattern)
+    licence: str
+    layer: str
+    node_roles: list[str] = Field(default_factory=list)
+    source: str | None = Field(default=None, description="Debian source package")
+
+
+class Unresolved(BaseModel):
+    """An artifact the site needs that the lock cannot pin, and why."""
+
+    name: str
+    layer: str
+    reason: str
+
+
+class Lock(BaseModel):
+    lock_version: int = LOCK_VERSION
+    site: str
+    generated: str
+    release: str
+    architecture: str
+    archive: str
+    security_archive: str = DEFAULT_SECURITY
+    baseline_status_sha256: str | None = None
+    inputs: dict[str, Any] = Field(description="what the lock was resolved from; see drift")
+    items: list[LockItem] = Field(default_factory=list)
+    unresolved: list[Unresolved] = Field(default_factory=list)
+
+    def item_key(self, item: LockItem) -> tuple[str, str, str]:
+        return (item.kind, item.name, item.version)
+
+
+def lock_path(loaded: LoadedSite) -> Path:
+    return loaded.site_dir / LOCK_NAME
+
+
+def site_inputs(loaded: LoadedSite, catalogue: Catalogue | None = None) -> dict[str, Any]:
+    """What of the site and its blueprint decides the lock; compared for drift."""
+    catalogue = catalogue or load_catalogue()
+    layers = {layer.name for layer in loaded.blueprint.layers}
+    requests = {
+        role: {request.layer: request.as_dict() for request in layer_requests(loaded, role)}
+        for role in node_roles_of(loaded)
+    }
+    files = {name: f"{entry.version} {entry.url}" for name, entry in
+             sorted(catalogue.files.items()) if entry.layer in layers}
+    return {"blueprint": f"{loaded.blueprint.name} {loaded.blueprint.version}",
+            "apt": requests, "files": files}
+
+
+def drift(lock: Lock, current: dict[str, Any]) -> list[str]:
+    """What changed between the inputs a lock was made from and the site now, in words."""
+    found: list[str] = []
+    before = lock.inputs
+    if before.get("blueprint") != current["blueprint"]:
+        found.append(f"blueprint is {current['blueprint']}, the lock has {before.get('blueprint')}")
+    old_apt: dict[str, Any] = before.get("apt", {})
+    new_apt: dict[str, Any] = current["apt"]
+    for role in sorted(set(old_apt) | set(new_apt)):
+        if role not in old_apt:
+            found.append(f"node role {role}: not in the lock (a node with it was added)")
+            continue
+        if role not in new_apt:
+            found.append(f"node role {role}: in the lock, no node has it now")
+            continue
+        for layer in sorted(set(old_apt[role]) | set(new_apt[role])):
+            old = old_apt[role].get(layer, {})
+            new = new_apt[role].get(layer, {})
+            for key in ("packages", "optional", "third_party", "on_node"):
+                added = sorted(set(new.get(key, [])) - set(old.get(key, [])))
+                gone = sorted(set(old.get(key, [])) - set(new.get(key, [])))
+                what = "packages" if key == "packages" else f"{key.replace('_', '-')} packages"
+                if added:
+                    found.append(f"layer {layer}, node role {role}: {what} added: "
+                                 f"{', '.join(added)}")
+                if gone:
+                    found.append(f"layer {layer}, node role {role}: {what} removed: "
+                                 f"{', '.join(gone)}")
+    old_files: dict[str, str] = before.get("files", {})
+    for name in sorted(set(old_files) | set(current["files"])):
+        if old_files.get(name) != current["files"].get(name):
+            found.append(f"file {name}: the lock has {old_files.get(name) or '(none)'}, the "
+                         f"site needs {current['files'].get(name) or '(none)'}")
+    return found
+
+
+def load_lock(path: Path) -> Lock:
+    """Read a lock file; a broken one is bad input naming the file and field."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"{path}: cannot read: {exc.strerror}"
+        raise BadInput(msg) from exc
+    except yaml.YAMLError as exc:
+        msg = f"{path}: not valid YAML: {exc}"
+        raise BadInput(msg) from exc
+    try:
+        lock = Lock.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        msg = f"{path}: {where}: {first['msg']}"
+        raise BadInput(msg) from exc
+    if lock.lock_version != LOCK_VERSION:
+        msg = f"{path}: lock_version {lock.lock_version}; this version reads {LOCK_VERSION}"
+        raise BadInput(msg)
+    return lock
+
+
+def write_lock(lock: Lock, path: Path) -> None:
+    text = ("# Written by `blueprint bom`; do not edit. Re-run it when the site changes.\n"
+            + yaml.safe_dump(lock.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                             width=100))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def check_lock(loaded: LoadedSite, *, required: bool = False) -> Lock | None:
+    """The site's lock when it matches the site; drift is bad input naming each change."""
+    path = lock_path(loaded)
+    if not path.is_file():
+        if required:
+            msg = (f"{loaded.site_file}: artifacts.mode offline needs a lock; run "
+                   f"`blueprint bom {loaded.site_dir}` on a connected machine ({path} is missing)")
+            raise BadInput(msg)
+        return None
+    lock = load_lock(path)
+    changes = drift(lock, site_inputs(loaded))
+    if changes:
+        lines = [f"{path}: the lock no longer matches the site; re-run `blueprint bom`:"]
+        lines += [f"  {change}" for change in changes]
+        raise BadInput("\n".join(lines))
+    return lock
+
+
+def build_lock(
+    loaded: LoadedSite,
+    cache_dir: Path,
+    *,
+    release: str,
+    architecture: str,
+    archive: str,
+    proxy: str | None,
+    security_archive: str = DEFAULT_SECURITY,
+    baseline_status: Path | None = None,
+    catalogue: Catalogue | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Lock:
+    """Resolve every artifact of the site: Debian packages per node role, catalogue files."""
+    catalogue = catalogue or load_catalogue()
+    inputs = site_inputs(loaded, catalogue)
+    apt_root = AptRoot(cache_dir / f"apt-{release}-{architecture}", release=release,
+                       architecture=architecture, archive=archive,
+                       security=security_archive, proxy=proxy,
+                       baseline_status=baseline_status)
+    apt_root.prepare()
+    available = apt_root.available()
+    items: dict[tuple[str, str, str], LockItem] = {}
+    unresolved: list[Unresolved] = []
+    debs: dict[tuple[str, str, str], DebianPackage] = {}
+
+    # Debian packages per node role, layer by layer: a dependency belongs to the first layer
+    # whose install pulls it in, as it does on a node.
+    first_layer = ""
+    for role in node_roles_of(loaded):
+        wanted: list[str] = []
+        for request in layer_requests(loaded, role):
+            first_layer = first_layer or request.layer
+            progress(f"resolving layer {request.layer} for node role {role}")
+            wanted += request.packages + [name for name in request.optional if name in available]
+            where = f"layer {request.layer}, node role {role}"
+            for package in apt_root.resolve(sorted(set(wanted)), where):
+                key = ("deb", package.name, package.version)
+                if key in items:
+                    if role not in items[key].node_roles:
+                        items[key].node_roles.append(role)
+                    continue
+                debs[key] = package
+                items[key] = LockItem(
+                    name=package.name, version=package.version, kind="deb", url=package.url,
+                    path=url_path(package.url), size=package.size, sha256=package.sha256,
+                    licence=NOASSERTION, layer=request.layer, node_roles=[role],
+                    source=package.source)
+            for name, repository in request.third_party:
+                # TODO(issue 8): resolve third-party apt repositories of the catalogue (NVIDIA's)
+                # with their own signing keys; only Debian's archive is resolved today.
+                unresolved.append(Unresolved(
+                    name=name, layer=request.layer,
+                    reason=f"from catalogue repository {repository}: third-party apt "
+                           "repositories are not resolved by this version"))
+            unresolved += [Unresolved(name=what, layer=request.layer,
+                                      reason="chosen on the node at deploy time")
+                           for what in request.on_node]
+
+    # The release indices the nodes' apt reads, so a mirror can serve them unchanged.
+    if debs:
+        for index in apt_root.index_files():
+            items[("apt-index", index.path, release)] = LockItem(
+                name=index.path, version=release, kind="apt-index", url=index.url,
+                path=url_path(index.url), size=index.size, sha256=index.sha256,
+                licence=NOASSERTION, layer=first_layer, node_roles=node_roles_of(loaded))
+
+    # Licences from the packages' own copyright files.
+    progress(f"reading the copyright files of {len(debs)} packages")
+    # The same folder `bundle build` fetches into, so a bundle reuses these downloads.
+    _add_deb_licences(items, debs, cache_dir / "files", proxy)
+
+    # Files of the catalogue (binaries, archives), with upstream's published checksums.
+    layers = {layer.name for layer in loaded.blueprint.layers}
+    for name, entry in sorted(catalogue.files.items()):
+        if entry.layer not in layers:
+            continue
+        progress(f"reading the published checksum of {name}")
+        sha = published_sha256(entry.url, entry.checksum_url, proxy)
+        if sha is None:
+            unresolved.append(Unresolved(
+                name=name, layer=entry.layer,
+                reason=f"no sha256 for {entry.url} in {entry.checksum_url}"))
+            continue
+        items[("file", name, entry.version)] = LockItem(
+            name=name, version=entry.version, kind="file", url=entry.url,
+            path=url_path(entry.url), sha256=sha, licence=normalise(entry.licence),
+            layer=entry.layer)
+
+    baseline_sha = (hashlib.sha256(baseline_status.read_bytes()).hexdigest()
+                    if baseline_status else None)
+    return Lock(
+        site=loaded.site.name, generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        release=release, architecture=architecture, archive=archive,
+        security_archive=security_archive, baseline_status_sha256=baseline_sha, inputs=inputs,
+        items=sorted(items.values(), key=lambda item: (item.kind, item.name, item.version)),
+        unresolved=unresolved)
+
+
+def published_sha256(url: str, checksum_url: str, proxy: str | None) -> str | None:
+    """The sha256 upstream publishes for `url`: a `<sum>  <name>` list or a bare .sha256."""
+    try:
+        text = fetch_text(checksum_url, proxy=proxy)
+    except Exception as exc:  # any failure to fetch leaves the item unresolved, never guessed
+        log.warning("checksum list %s: %s", checksum_url, exc)
+        return None
+    filename = PurePosixPath(url_path(url)).name
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and len(lines[0]) == 1 and SHA256.match(lines[0][0].lower()):
+        return lines[0][0].lower()
+    for fields in lines:
+        if len(fields) >= 2 and fields[-1].lstrip("*").split("/")[-1] == filename \
+                and SHA256.match(fields[0].lower()):
+            return fields[0].lower()
+    return None
+
+
+def _add_deb_licences(items: dict[tuple[str, str, str], LockItem],
+                      debs: dict[tuple[str, str, str], DebianPackage], folder: Path,
+                      proxy: str | None) -> None:
+    jobs = [(deb.url, folder / url_path(deb.url), deb.sha256) for deb in debs.values()]
+    download_all(jobs, proxy=proxy)
+    by_name = {deb.name: key for key, deb in debs.items()}
+    texts: dict[tuple[str, str, str], str | None] = {}
+    for key, deb in debs.items():
+        path = folder / url_path(deb.url)
+        text, target = copyright_from_deb(path, deb.name)
+        if text is None and target in by_name:
+            # A doc folder linked to another package of the same source: read that one's.
+            other = debs[by_name[target]]
+            text, _ = copyright_from_deb(folder / url_path(other.url), other.name)
+        texts[key] = text
+    # A package without its own file takes its source's licence from a sibling that has one.
+    by_source: dict[str, str] = {}
+    for key, text in texts.items():
+        if text is not None:
+            by_source.setdefault(debs[key].source, licence_of_copyright(text))
+    for key, text in texts.items():
+        licence = licence_of_copyright(text) if text else by_source.get(debs[key].source,
+                                                                         NOASSERTION)
+        items[key].licence = licence

@@ -1,0 +1,36 @@
+"""What apt prints and keeps, read as the lock needs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from blueprint.bom.apt import URI_LINE, _list_name, _split_deb_name, read_packages_index
+
+
+def test_uri_lines_with_and_without_a_hash() -> None:
+    # apt prints no hash for the security suite's packages: such a line must not be lost.
+    security = ("'http://deb.debian.org/debian-security/pool/updates/main/a/apt/"
+                "apt-transport-https_2.6.2_all.deb' apt-transport-https_2.6.2_all.deb 25604")
+    main = ("'http://deb.debian.org/debian/pool/main/o/openssh/openssh-server_1%3a9.2p1-2%2b"
+            "deb12u7_amd64.deb' openssh-server_1%3a9.2p1-2+deb12u7_amd64.deb 456 MD5Sum:aa")
+    first, second = URI_LINE.match(security), URI_LINE.match(main)
+    assert first is not None and first["size"] == "25604"
+    assert second is not None
+    assert _split_deb_name(second["file"]) == ("openssh-server", "1:9.2p1-2+deb12u7", "amd64")
+
+
+def test_packages_index_fields(tmp_path: Path) -> None:
+    index = tmp_path / "Packages"
+    index.write_text(
+        "Package: curl\nSource: curl (7.88.1-10)\nVersion: 7.88.1-10+deb12u15\n"
+        "Architecture: amd64\nDescription: tool\n multi-line\nSize: 316\nSHA256: " + "c" * 64
+        + "\n\nPackage: tzdata\nVersion: 2025b-0+deb12u2\nArchitecture: all\nSHA256: "
+        + "d" * 64 + "\n")
+    found = read_packages_index(index)
+    assert found[("curl", "7.88.1-10+deb12u15", "amd64")]["Source"] == "curl (7.88.1-10)"
+    assert found[("tzdata", "2025b-0+deb12u2", "all")]["SHA256"] == "d" * 64
+
+
+def test_list_names_are_apts() -> None:
+    assert _list_name("http://deb.debian.org/debian-security/dists/bookworm-security/InRelease") \
+        == "deb.debian.org_debian-security_dists_bookworm-security_InRelease"

@@ -1,0 +1,66 @@
+"""Each role's meta/packages.yml agrees with its apt tasks; requests per layer and node role."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from bomhelpers import write_site
+
+from blueprint.bom.packages import layer_requests, load_role_packages
+from blueprint.loader import load_site
+from blueprint.paths import ROLES_DIR
+
+ROLES_WITH_APT = sorted(
+    path.parent.parent.name for path in ROLES_DIR.glob("*/tasks/*.yml")
+    if "ansible.builtin.apt:" in path.read_text()
+)
+
+
+def apt_task_names(role: str) -> list[str]:
+    """The `name:` of every ansible.builtin.apt task of a role, as text."""
+    found = []
+    for path in sorted((ROLES_DIR / role / "tasks").glob("*.yml")):
+        for task in yaml.safe_load(path.read_text()) or []:
+            module: dict[str, Any] | None = task.get("ansible.builtin.apt")
+            if module and "name" in module:
+                found.append(str(module["name"]))
+    return found
+
+
+@pytest.mark.parametrize("role", ROLES_WITH_APT)
+def test_declared_packages_are_what_the_tasks_install(role: str) -> None:
+    declared = load_role_packages(role)
+    tasks = apt_task_names(role)
+    assert declared.apt, f"roles/{role}/meta/packages.yml is missing or declares nothing"
+    text = "\n".join(tasks)
+    for entry in declared.apt:
+        word = entry.variable or entry.package
+        assert word is not None
+        assert re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text), (
+            f"roles/{role}: {word} is declared for the bill of materials but no apt task "
+            "installs it")
+    words = {entry.variable or entry.package for entry in declared.apt}
+    for name in tasks:
+        # A task naming none of the declared sources installs what the lock cannot know,
+        # unless the role says so under on_node (e.g. the running kernel's headers).
+        if not any(re.search(rf"(?<![\w-]){re.escape(str(w))}(?![\w-])", name) for w in words):
+            assert declared.on_node, f"roles/{role}: apt task installs {name!r}, undeclared"
+
+
+def test_requests_follow_layers_node_roles_and_overrides(tmp_path: Path) -> None:
+    loaded = load_site(write_site(tmp_path, overrides={"os_baseline_extra_packages": ["jq"]}))
+    worker = {request.layer: request for request in layer_requests(loaded, "worker")}
+    assert list(worker) == ["os_baseline", "container_runtime"]
+    assert "jq" in worker["os_baseline"].packages
+    assert "openssh-server" in worker["os_baseline"].packages
+    assert worker["container_runtime"].packages == ["containerd"]
+    assert worker["container_runtime"].optional == ["cri-tools"]
+
+    gpu = {request.layer: request for request in layer_requests(loaded, "gpu")}
+    assert "nvidia-driver" in gpu["gpu"].packages
+    assert ("nvidia-container-toolkit", "nvidia-container-toolkit") in gpu["gpu"].third_party
+    assert gpu["gpu"].on_node
