@@ -21,13 +21,28 @@ ROLES_WITH_APT = sorted(
 
 
 def apt_task_names(role: str) -> list[str]:
-    """The `name:` of every ansible.builtin.apt task of a role, as text."""
+    """The `name:` of every ansible.builtin.apt task of a role, as text.
+
+    A role-internal variable (`__role_...` from vars/main.yml) is replaced by its definition,
+    so a task installing `{{ __os_baseline_all_packages }}` shows the variables it is built of;
+    the name as written is kept too, for a role that declares its internal variable itself.
+    """
+    vars_file = ROLES_DIR / role / "vars" / "main.yml"
+    internal: dict[str, Any] = (yaml.safe_load(vars_file.read_text()) or {}
+                                if vars_file.exists() else {})
+
+    def expand(text: str) -> str:
+        for _ in range(5):  # definitions may refer to other internal variables
+            text = re.sub(r"(?<![\w-])__\w+", lambda m: str(internal.get(m[0], m[0])), text)
+        return text
+
     found = []
     for path in sorted((ROLES_DIR / role / "tasks").glob("*.yml")):
         for task in yaml.safe_load(path.read_text()) or []:
             module: dict[str, Any] | None = task.get("ansible.builtin.apt")
             if module and "name" in module:
-                found.append(str(module["name"]))
+                name = str(module["name"])
+                found.append(f"{name}\n{expand(name)}")
     return found
 
 
