@@ -15,6 +15,7 @@ from rich.console import Console
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
 from blueprint.inventory import render_inventory
+from blueprint.kube.tokens import cluster_secrets
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -150,6 +151,9 @@ def deploy(
     verb = "plan" if check else "deploy"
     layers = select_layers(loaded, requested)
     outcome = DeployOutcome(run_id=new_run_id(verb))
+    if any(layer.name == "kubernetes" for layer in layers):
+        # The cluster's join token and keys: made once, kept in the state folder's vault.
+        secret_vars = {**(secret_vars or {}), **cluster_secrets(state)}
 
     with state.lock():
         inventory_dir = preflight(loaded, layers, state, check=check, stock=stock)
