@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
+from blueprint.errors import BadInput
 from blueprint.models.common import StrictModel
 from blueprint.models.site import Site
 
 CATALOGUE_FILE = Path(__file__).resolve().parent / "catalogue.yaml"
+# A site-wide catalogue file whose entries replace the built-in ones of the same name: an
+# operator's own pins (a patched binary, a checksum verified in house). Tests use it for
+# their stand-in releases.
+CATALOGUE_OVERRIDE_ENV = "BLUEPRINT_CATALOGUE"
 
 
 class RoleVariables(StrictModel):
@@ -44,15 +52,62 @@ class CatalogueFile(StrictModel):
     licence: str = Field(description="SPDX expression")
 
 
+class CatalogueBinary(StrictModel):
+    """One release binary a layer installs, with where its checksum comes from."""
+
+    layer: str
+    distribution: str
+    version_key: str
+    file: str
+    url: str
+    checksums: str
+    sha256: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for version, digest in value.items():
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                msg = f"sha256 of version {version}: '{digest}' is not 64 lower-case hex digits"
+                raise ValueError(msg)
+        return value
+
+
 class Catalogue(StrictModel):
     repositories: dict[str, CatalogueRepository] = Field(default_factory=dict)
     files: dict[str, CatalogueFile] = Field(default_factory=dict)
+    binaries: dict[str, CatalogueBinary] = Field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Every entry a site may name a mirror for."""
+        return sorted([*self.repositories, *self.binaries])
+
+
+def load_catalogue() -> Catalogue:
+    """The built-in catalogue, with the entries of $BLUEPRINT_CATALOGUE in place of its own."""
+    return _load_catalogue(os.environ.get(CATALOGUE_OVERRIDE_ENV) or None)
 
 
 @cache
-def load_catalogue() -> Catalogue:
-    data = yaml.safe_load(CATALOGUE_FILE.read_text(encoding="utf-8"))
-    return Catalogue.model_validate(data)
+def _load_catalogue(override: str | None) -> Catalogue:
+    data: dict[str, Any] = yaml.safe_load(CATALOGUE_FILE.read_text(encoding="utf-8"))
+    if override is not None:
+        try:
+            extra = yaml.safe_load(Path(override).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            msg = f"{CATALOGUE_OVERRIDE_ENV}={override}: cannot read: {exc.strerror}"
+            raise BadInput(msg) from exc
+        for section in ("repositories", "binaries"):
+            data.setdefault(section, {}).update(extra.get(section) or {})
+    try:
+        return Catalogue.model_validate(data)
+    except ValidationError as exc:
+        where = override or str(CATALOGUE_FILE)
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        msg = f"{where}: {field}: {first['msg']}"
+        raise BadInput(msg) from exc
 
 
 @dataclass(frozen=True)
@@ -93,3 +148,52 @@ def repository_variables(site: Site, layers: Collection[str]) -> dict[str, str]:
         variables[names.url] = repository.url
         variables[names.key] = repository.key
     return variables
+
+
+@dataclass(frozen=True)
+class ResolvedBinary:
+    """A release binary as one site fetches it: URL and the checksum get_url checks."""
+
+    name: str
+    version: str
+    url: str
+    checksum: str
+    source: Literal["upstream", "site mirror"]
+
+    def as_variable(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "url": self.url,
+                "checksum": self.checksum}
+
+
+def resolve_binaries(
+    site: Site, layer: str, distribution: str, versions: dict[str, str]
+) -> list[ResolvedBinary]:
+    """The binaries of one layer's distribution as this site fetches them.
+
+    The checksum is `sha256:<hex>` when the catalogue pins one for the version, otherwise
+    `sha256:<url of the checksums file>`, which Ansible's get_url reads before it downloads.
+    A version the blueprint does not pin is bad input.
+    """
+    resolved = []
+    for name, entry in sorted(load_catalogue().binaries.items()):
+        if entry.layer != layer or entry.distribution != distribution:
+            continue
+        version = versions.get(entry.version_key)
+        if not version:
+            msg = (f"layer {layer}: binary {name} needs a pinned version "
+                   f"(versions.{entry.version_key} in the blueprint)")
+            raise BadInput(msg)
+        fields = {"version": version, "version_url": quote(version, safe="")}
+        url = entry.url.format(**fields)
+        checksums = entry.checksums.format(**fields)
+        mirror = site.artifacts.repositories.get(name)
+        source: Literal["upstream", "site mirror"] = "upstream"
+        if site.artifacts.mode == "mirror" and mirror is not None:
+            base = f"{mirror.url.rstrip('/')}/{fields['version_url']}"
+            url = f"{base}/{entry.file}"
+            checksums = f"{base}/{checksums.rsplit('/', 1)[-1]}"
+            source = "site mirror"
+        pinned = entry.sha256.get(version)
+        checksum = f"sha256:{pinned}" if pinned else f"sha256:{checksums}"
+        resolved.append(ResolvedBinary(name, version, url, checksum, source))
+    return resolved

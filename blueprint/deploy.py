@@ -17,6 +17,7 @@ from blueprint.bom.mirror import check_offline_mirror
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
 from blueprint.inventory import PYTHON, render_inventory
+from blueprint.kube.tokens import cluster_secrets
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -175,6 +176,9 @@ def deploy(
     outcome = DeployOutcome(run_id=new_run_id(verb))
     # A plan shows the platform offline (blueprint.platform.preview); a deploy runs it.
     platform = wants_platform(loaded, requested) and not check
+    if any(layer.name == "kubernetes" for layer in layers):
+        # The cluster's join token and keys: made once, kept in the state folder's vault.
+        secret_vars = {**(secret_vars or {}), **cluster_secrets(state)}
 
     with state.lock():
         ready = preflight_platform(loaded, state, site_secrets) if platform else None

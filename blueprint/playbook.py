@@ -271,6 +271,12 @@ def _collect(result: PlaybookResult, event: dict[str, Any]) -> None:
         result.notes.append(TaskChange(node, task, REDACTOR.redact(str(res["msg"]))))
     elif column in ("failed", "unreachable"):
         message = str(res.get("msg") or res.get("stderr") or res.get("reason") or "").strip()
+        # A loop's own message only says that an item failed; the first item's says why.
+        items = res.get("results")
+        if isinstance(items, list):
+            why = [str(item.get("msg")) for item in items
+                   if isinstance(item, dict) and item.get("failed") and item.get("msg")]
+            message = why[0] if why else message
         result.failures.append(TaskChange(node, task, REDACTOR.redact(message)))
 
 

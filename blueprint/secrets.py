@@ -89,6 +89,11 @@ def _vault_password() -> bytes | None:
     return None
 
 
+def vault_password() -> bytes | None:
+    """The site's vault password (environment or file), or None when none is set."""
+    return _vault_password()
+
+
 def load_site_secrets(site_dir: Path) -> dict[str, Any]:
     """Decrypt `secrets.yaml` beside the site file; {} when the site has none."""
     path = site_dir / "secrets.yaml"

@@ -246,7 +246,7 @@ class Artifacts(StrictModel):
     ) -> dict[str, RepositoryMirror]:
         from blueprint.artifacts import load_catalogue
 
-        known = sorted(load_catalogue().repositories)
+        known = load_catalogue().names
         for name in value:
             if name not in known:
                 msg = f"repository '{name}' is not in the artifact catalogue; use one of " + (
