@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -42,16 +42,6 @@ class CatalogueRepository(StrictModel):
     variables: RoleVariables | None = None
 
 
-class CatalogueFile(StrictModel):
-    """One file a layer downloads (a binary, an archive), checked against upstream's sums."""
-
-    layer: str
-    version: str
-    url: str
-    checksum_url: str = Field(description="upstream's published SHA256 list or .sha256 file")
-    licence: str = Field(description="SPDX expression")
-
-
 class CatalogueBinary(StrictModel):
     """One release binary a layer installs, with where its checksum comes from."""
 
@@ -62,6 +52,7 @@ class CatalogueBinary(StrictModel):
     url: str
     checksums: str
     sha256: dict[str, str] = Field(default_factory=dict)
+    licence: str = Field(description="SPDX expression, for the bill of materials")
 
     @field_validator("sha256")
     @classmethod
@@ -75,7 +66,6 @@ class CatalogueBinary(StrictModel):
 
 class Catalogue(StrictModel):
     repositories: dict[str, CatalogueRepository] = Field(default_factory=dict)
-    files: dict[str, CatalogueFile] = Field(default_factory=dict)
     binaries: dict[str, CatalogueBinary] = Field(default_factory=dict)
 
     @property
@@ -158,7 +148,10 @@ class ResolvedBinary:
     version: str
     url: str
     checksum: str
-    source: Literal["upstream", "site mirror"]
+    source: Literal["upstream", "site mirror", "offline bundle"]
+    upstream_url: str
+    upstream_checksums: str
+    licence: str
 
     def as_variable(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "url": self.url,
@@ -166,12 +159,16 @@ class ResolvedBinary:
 
 
 def resolve_binaries(
-    site: Site, layer: str, distribution: str, versions: dict[str, str]
+    site: Site, layer: str, distribution: str, versions: dict[str, str],
+    locked: dict[tuple[str, str], str] | None = None,
 ) -> list[ResolvedBinary]:
     """The binaries of one layer's distribution as this site fetches them.
 
     The checksum is `sha256:<hex>` when the catalogue pins one for the version, otherwise
     `sha256:<url of the checksums file>`, which Ansible's get_url reads before it downloads.
+    An offline site fetches each binary from the site mirror serving its bundle
+    (`artifacts.apt_proxy`, at the upstream URL's path) with the sha256 of its bill of
+    materials (`locked`: (name, version) -> sha256); one the lock lacks is bad input.
     A version the blueprint does not pin is bad input.
     """
     resolved = []
@@ -184,16 +181,25 @@ def resolve_binaries(
                    f"(versions.{entry.version_key} in the blueprint)")
             raise BadInput(msg)
         fields = {"version": version, "version_url": quote(version, safe="")}
-        url = entry.url.format(**fields)
-        checksums = entry.checksums.format(**fields)
+        upstream = url = entry.url.format(**fields)
+        upstream_checksums = checksums = entry.checksums.format(**fields)
         mirror = site.artifacts.repositories.get(name)
-        source: Literal["upstream", "site mirror"] = "upstream"
+        source: Literal["upstream", "site mirror", "offline bundle"] = "upstream"
+        pinned = entry.sha256.get(version)
         if site.artifacts.mode == "mirror" and mirror is not None:
             base = f"{mirror.url.rstrip('/')}/{fields['version_url']}"
             url = f"{base}/{entry.file}"
             checksums = f"{base}/{checksums.rsplit('/', 1)[-1]}"
             source = "site mirror"
-        pinned = entry.sha256.get(version)
+        elif site.artifacts.mode == "offline" and locked is not None:
+            pinned = locked.get((name, version))
+            if pinned is None:
+                msg = (f"binary {name} {version} is not in the site's bom.lock.yaml; "
+                       "run `blueprint bom SITE` and build a new bundle")
+                raise BadInput(msg)
+            url = f"{(site.artifacts.apt_proxy or '').rstrip('/')}{urlsplit(upstream).path}"
+            source = "offline bundle"
         checksum = f"sha256:{pinned}" if pinned else f"sha256:{checksums}"
-        resolved.append(ResolvedBinary(name, version, url, checksum, source))
+        resolved.append(ResolvedBinary(name, version, url, checksum, source, upstream,
+                                       upstream_checksums, entry.licence))
     return resolved

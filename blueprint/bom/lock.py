@@ -13,7 +13,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from blueprint.artifacts import Catalogue, load_catalogue
 from blueprint.bom.apt import DEFAULT_SECURITY, AptRoot, DebianPackage, url_path
 from blueprint.bom.fetch import download_all, fetch_text
 from blueprint.bom.licences import (
@@ -24,6 +23,7 @@ from blueprint.bom.licences import (
 )
 from blueprint.bom.packages import layer_requests, node_roles_of
 from blueprint.errors import BadInput
+from blueprint.kube.variables import LAYER, site_binaries
 from blueprint.loader import LoadedSite
 
 log = logging.getLogger(__name__)
@@ -78,16 +78,14 @@ def lock_path(loaded: LoadedSite) -> Path:
     return loaded.site_dir / LOCK_NAME
 
 
-def site_inputs(loaded: LoadedSite, catalogue: Catalogue | None = None) -> dict[str, Any]:
+def site_inputs(loaded: LoadedSite) -> dict[str, Any]:
     """What of the site and its blueprint decides the lock; compared for drift."""
-    catalogue = catalogue or load_catalogue()
-    layers = {layer.name for layer in loaded.blueprint.layers}
     requests = {
         role: {request.layer: request.as_dict() for request in layer_requests(loaded, role)}
         for role in node_roles_of(loaded)
     }
-    files = {name: f"{entry.version} {entry.url}" for name, entry in
-             sorted(catalogue.files.items()) if entry.layer in layers}
+    files = {binary.name: f"{binary.version} {binary.upstream_url}"
+             for binary in site_binaries(loaded, loaded.site.overrides)}
     return {"blueprint": f"{loaded.blueprint.name} {loaded.blueprint.version}",
             "apt": requests, "files": files}
 
@@ -188,12 +186,10 @@ def build_lock(
     proxy: str | None,
     security_archive: str = DEFAULT_SECURITY,
     baseline_status: Path | None = None,
-    catalogue: Catalogue | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Lock:
-    """Resolve every artifact of the site: Debian packages per node role, catalogue files."""
-    catalogue = catalogue or load_catalogue()
-    inputs = site_inputs(loaded, catalogue)
+    """Resolve every artifact of the site: Debian packages per node role, release binaries."""
+    inputs = site_inputs(loaded)
     apt_root = AptRoot(cache_dir / f"apt-{release}-{architecture}", release=release,
                        architecture=architecture, archive=archive,
                        security=security_archive, proxy=proxy,
@@ -250,22 +246,22 @@ def build_lock(
     # The same folder `bundle build` fetches into, so a bundle reuses these downloads.
     _add_deb_licences(items, debs, cache_dir / "files", proxy)
 
-    # Files of the catalogue (binaries, archives), with upstream's published checksums.
-    layers = {layer.name for layer in loaded.blueprint.layers}
-    for name, entry in sorted(catalogue.files.items()):
-        if entry.layer not in layers:
-            continue
-        progress(f"reading the published checksum of {name}")
-        sha = published_sha256(entry.url, entry.checksum_url, proxy)
+    # Release binaries of the catalogue, with the checksum the catalogue pins or, failing
+    # that, the one upstream publishes beside them.
+    for binary in site_binaries(loaded, loaded.site.overrides):
+        progress(f"reading the published checksum of {binary.name} {binary.version}")
+        pinned = binary.checksum.removeprefix("sha256:")
+        sha = pinned if SHA256.fullmatch(pinned) else published_sha256(
+            binary.upstream_url, binary.upstream_checksums, proxy)
         if sha is None:
             unresolved.append(Unresolved(
-                name=name, layer=entry.layer,
-                reason=f"no sha256 for {entry.url} in {entry.checksum_url}"))
+                name=binary.name, layer=LAYER,
+                reason=f"no sha256 for {binary.upstream_url} in {binary.upstream_checksums}"))
             continue
-        items[("file", name, entry.version)] = LockItem(
-            name=name, version=entry.version, kind="file", url=entry.url,
-            path=url_path(entry.url), sha256=sha, licence=normalise(entry.licence),
-            layer=entry.layer)
+        items[("file", binary.name, binary.version)] = LockItem(
+            name=binary.name, version=binary.version, kind="file", url=binary.upstream_url,
+            path=url_path(binary.upstream_url), sha256=sha, licence=normalise(binary.licence),
+            layer=LAYER)
 
     baseline_sha = (hashlib.sha256(baseline_status.read_bytes()).hexdigest()
                     if baseline_status else None)

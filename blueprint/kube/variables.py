@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from blueprint.artifacts import resolve_binaries
+from blueprint.artifacts import ResolvedBinary, resolve_binaries
 from blueprint.kube.topology import ClusterSettings, cluster_settings, plan_nodes
 from blueprint.loader import LoadedSite
 
@@ -28,9 +28,7 @@ def kubernetes_group_variables(
     settings = kubernetes_settings(loaded, variables)
     if settings is None:
         return {}
-    layer = next(ly for ly in loaded.blueprint.layers if ly.name == LAYER)
-    binaries = resolve_binaries(loaded.site, LAYER, settings.distribution,
-                                {**layer.versions, _version_key(settings): settings.version})
+    binaries = site_binaries(loaded, variables, _locked_binaries(loaded))
     result: dict[str, Any] = {
         "kubernetes_distribution": settings.distribution,
         "kubernetes_version": settings.version,
@@ -41,6 +39,32 @@ def kubernetes_group_variables(
     if kubeconfig is not None:
         result["kubernetes_kubeconfig_dest"] = str(kubeconfig)
     return result
+
+
+def site_binaries(
+    loaded: LoadedSite, variables: dict[str, Any],
+    locked: dict[tuple[str, str], str] | None = None,
+) -> list[ResolvedBinary]:
+    """The release binaries the site's kubernetes layer installs ([] without the layer)."""
+    settings = kubernetes_settings(loaded, variables)
+    if settings is None:
+        return []
+    layer = next(ly for ly in loaded.blueprint.layers if ly.name == LAYER)
+    return resolve_binaries(loaded.site, LAYER, settings.distribution,
+                            {**layer.versions, _version_key(settings): settings.version}, locked)
+
+
+def _locked_binaries(loaded: LoadedSite) -> dict[tuple[str, str], str] | None:
+    """An offline site's binaries as its bill of materials pins them (None otherwise)."""
+    if loaded.site.artifacts.mode != "offline":
+        return None
+    from blueprint.bom.lock import load_lock, lock_path
+
+    path = lock_path(loaded)
+    if not path.exists():
+        return {}  # every binary is then refused by name; deploy asks for a lock first
+    lock = load_lock(path)
+    return {(item.name, item.version): item.sha256 for item in lock.items if item.kind == "file"}
 
 
 def kubernetes_host_variables(
