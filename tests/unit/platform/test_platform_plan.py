@@ -107,3 +107,5 @@ def test_plan_of_the_platform_layer_prints_the_preview(example_site: Path,
     assert done.returncode == 0, done.stderr
     assert "layer platform (offline preview under Pulumi's mock runtime)" in done.stdout
     assert "gpu-operator" in done.stdout
+    assert "layer platform: pulumi preview left out: the pulumi CLI is not on PATH" in (
+        done.stdout)
