@@ -374,3 +374,16 @@ def test_network_policies_let_in_only_the_namespace_shared_services_and_clients(
     entry = policies[("edge-access", "webhooks-and-entry-points")]["ingress"][0]["ports"]
     checked.that({443, 9443} <= {port["port"] for port in entry})
     checked.that(("edge-notebooks", "webhooks-and-entry-points") not in policies)
+
+
+def test_endpoints_and_generated_secrets_are_stack_outputs(default_run: ProgramRun,
+                                                           program_runs: Runs,
+                                                           checked: Checked) -> None:
+    for name in ("jupyterhub_url", "mlflow_url", "grafana_url", "oidc_issuer_url",
+                 "object_store_secret_key", "sso_admin_password", "grafana_admin_password",
+                 "flower_superlink_address"):
+        checked.that(name in default_run.output_names, name)
+    site = {"domain": "edge2.example.net", "load_balancer_addresses": ["10.30.0.200/29"],
+            "flower": {"role": "member", "superlink_address": "flower.edge1.example.net:9092"}}
+    member = program_runs(make_config(site=site))
+    checked.that("flower_superlink_address" not in member.output_names)
