@@ -54,8 +54,13 @@ def missing_plugins() -> list[tuple[str, str]]:
 
 
 def preflight_platform(loaded: LoadedSite, state: StateDir,
-                       secrets: dict[str, Any] | None = None) -> PlatformReady:
-    """Everything the platform deploy needs, checked before any layer changes anything."""
+                       secrets: dict[str, Any] | None = None, *,
+                       cluster_in_run: bool = False) -> PlatformReady:
+    """Everything the platform deploy needs, checked before any layer changes anything.
+
+    `cluster_in_run`: the kubernetes layer runs first in the same run and writes the
+    kubeconfig then; it is checked again just before the stack runs.
+    """
     # The site's platform settings resolve (BadInput otherwise).
     config = platform_config(loaded, secrets)
 
@@ -77,7 +82,7 @@ def preflight_platform(loaded: LoadedSite, state: StateDir,
 
     # The cluster: the kubernetes layer leaves its kubeconfig in the state folder.
     kubeconfig = state.root / "kubeconfig"
-    if not kubeconfig.is_file():
+    if not kubeconfig.is_file() and not cluster_in_run:
         problems.append(
             f"layer platform: no kubeconfig at {kubeconfig}; deploy the kubernetes layer "
             "first (deploy --layer kubernetes)")
@@ -141,6 +146,10 @@ def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> 
     """`pulumi up` of the site's stack: file backend and passphrase in the state folder."""
     from pulumi import automation as auto
 
+    if not ready.kubeconfig.is_file():
+        msg = (f"layer platform: the kubernetes layer left no kubeconfig at {ready.kubeconfig}; "
+               "check its run and re-run deploy --layer platform")
+        raise DeployFailed(msg)
     stack = _site_stack(ready, state)
     try:
         result = stack.up(on_event=_progress(console), color="never")
