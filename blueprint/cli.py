@@ -84,9 +84,17 @@ def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
 
     loaded, state, secrets = _open_site(site, state_dir)
     if wants_platform(loaded, list(layers)):
+        from blueprint.platform.deploy import preview_platform, tools_ready
         from blueprint.platform.preview import platform_plan
 
         CONSOLE.print(platform_plan(loaded, secrets), highlight=False, markup=False)
+        ready = tools_ready(loaded, state, secrets)
+        if isinstance(ready, str):
+            CONSOLE.print(f"layer platform: pulumi preview left out: {ready}", highlight=False,
+                          markup=False)
+        else:
+            changes = preview_platform(ready, state, CONSOLE)
+            CONSOLE.print(f"layer platform: pulumi preview: {changes}", highlight=False)
         if not select_layers(loaded, list(layers)):
             return
     outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), check=True,

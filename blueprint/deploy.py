@@ -181,7 +181,9 @@ def deploy(
         secret_vars = {**(secret_vars or {}), **cluster_secrets(state)}
 
     with state.lock():
-        ready = preflight_platform(loaded, state, site_secrets) if platform else None
+        cluster_in_run = any(layer.name == "kubernetes" for layer in layers)
+        ready = (preflight_platform(loaded, state, site_secrets, cluster_in_run=cluster_in_run)
+                 if platform else None)
         inventory_dir = (preflight(loaded, layers, state, check=check, stock=stock)
                          if layers else None)
         run_dir = state.run_dir(outcome.run_id)

@@ -54,8 +54,13 @@ def missing_plugins() -> list[tuple[str, str]]:
 
 
 def preflight_platform(loaded: LoadedSite, state: StateDir,
-                       secrets: dict[str, Any] | None = None) -> PlatformReady:
-    """Everything the platform deploy needs, checked before any layer changes anything."""
+                       secrets: dict[str, Any] | None = None, *,
+                       cluster_in_run: bool = False) -> PlatformReady:
+    """Everything the platform deploy needs, checked before any layer changes anything.
+
+    `cluster_in_run`: the kubernetes layer runs first in the same run and writes the
+    kubeconfig then; it is checked again just before the stack runs.
+    """
     # The site's platform settings resolve (BadInput otherwise).
     config = platform_config(loaded, secrets)
 
@@ -77,7 +82,7 @@ def preflight_platform(loaded: LoadedSite, state: StateDir,
 
     # The cluster: the kubernetes layer leaves its kubeconfig in the state folder.
     kubeconfig = state.root / "kubeconfig"
-    if not kubeconfig.is_file():
+    if not kubeconfig.is_file() and not cluster_in_run:
         problems.append(
             f"layer platform: no kubeconfig at {kubeconfig}; deploy the kubernetes layer "
             "first (deploy --layer kubernetes)")
@@ -87,8 +92,8 @@ def preflight_platform(loaded: LoadedSite, state: StateDir,
     return PlatformReady(config, Path(pulumi), kubeconfig)
 
 
-def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> PlatformReady:
-    """`pulumi up` of the site's stack: file backend and passphrase in the state folder."""
+def _site_stack(ready: PlatformReady, state: StateDir) -> Any:
+    """The site's stack: file backend and passphrase in the state folder, config set."""
     from pulumi import automation as auto
 
     # Imported by name: the stack is its own program, not a part of this package's types.
@@ -117,21 +122,61 @@ def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> 
     # the registry login.
     stack.set_all_config({program.CONFIG_KEY: auto.ConfigValue(
         value=ready.config.model_dump_json(), secret=True)})
+    return stack
 
+
+def _progress(console: Console) -> Any:
     def on_event(event: Any) -> None:
         step = getattr(event, "resource_pre_event", None)
         if step is not None:
             console.print(f"  platform: {step.metadata.op} {step.metadata.type} "
                           f"{step.metadata.urn.rsplit('::', 1)[-1]}", highlight=False,
                           markup=False)
+    return on_event
 
+
+def _failure(verb: str, site: str, exc: Exception) -> DeployFailed:
+    last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return DeployFailed(f"layer platform failed: pulumi {verb} of stack {site}: {last}; "
+                        f"fix it and re-run {'plan' if verb == 'preview' else 'deploy'} "
+                        "--layer platform")
+
+
+def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> PlatformReady:
+    """`pulumi up` of the site's stack: file backend and passphrase in the state folder."""
+    from pulumi import automation as auto
+
+    if not ready.kubeconfig.is_file():
+        msg = (f"layer platform: the kubernetes layer left no kubeconfig at {ready.kubeconfig}; "
+               "check its run and re-run deploy --layer platform")
+        raise DeployFailed(msg)
+    stack = _site_stack(ready, state)
     try:
-        result = stack.up(on_event=on_event, color="never")
+        result = stack.up(on_event=_progress(console), color="never")
     except auto.CommandError as exc:
-        msg = (f"layer platform failed: pulumi up of stack {ready.config.site}: "
-               f"{str(exc).strip().splitlines()[-1]}; fix it and re-run deploy --layer platform")
-        raise DeployFailed(msg) from None
+        raise _failure("up", ready.config.site, exc) from None
     ready.outputs = sorted(result.outputs)
     ready.changes = {str(op): count for op, count in
                      (result.summary.resource_changes or {}).items()}
     return ready
+
+
+def tools_ready(loaded: LoadedSite, state: StateDir,
+                secrets: dict[str, Any] | None = None) -> PlatformReady | str:
+    """The preflight's result for a plan: ready, or why `pulumi preview` is left out."""
+    try:
+        return preflight_platform(loaded, state, secrets)
+    except EnvironmentMissing as exc:
+        return str(exc).splitlines()[0].removeprefix("layer platform: ")
+
+
+def preview_platform(ready: PlatformReady, state: StateDir, console: Console) -> dict[str, int]:
+    """`pulumi preview` against the cluster, when the CLI and a kubeconfig are there."""
+    from pulumi import automation as auto
+
+    stack = _site_stack(ready, state)
+    try:
+        result = stack.preview(on_event=_progress(console), color="never")
+    except auto.CommandError as exc:
+        raise _failure("preview", ready.config.site, exc) from None
+    return {str(op): count for op, count in (result.change_summary or {}).items()}

@@ -48,6 +48,7 @@ class ProgramRun:
     """What one run of the program registered, and its stack outputs' names."""
 
     resources: list[Registered] = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)
 
     def by_type(self, type_: str) -> list[Registered]:
         return [item for item in self.resources if item.type == type_]
@@ -86,6 +87,10 @@ def run_program(config: PlatformConfig) -> ProgramRun:
                     inputs=_plain(inputs), dependencies=tuple(request.dependencies)))
             return response
 
+    # A fresh root stack per run: exports of an earlier run in this process stay with it.
+    from pulumi.runtime import settings
+
+    settings.ROOT.set(None)
     pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=config.site, preview=False,
                              monitor=Recorder(Mocks()))
     program = importlib.import_module("stacks.platform.program")
@@ -96,6 +101,9 @@ def run_program(config: PlatformConfig) -> ProgramRun:
         program.main()
 
     pulumi.runtime.test(body)()  # type: ignore[no-untyped-call]
+    # The program's exports sit on the root stack (the mock engine never receives them).
+    root = pulumi.runtime.get_root_resource()
+    run.output_names = sorted(getattr(root, "outputs", {}) or {})
     return run
 
 

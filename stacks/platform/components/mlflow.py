@@ -57,7 +57,9 @@ class Mlflow(pulumi.ComponentResource):
         operator = platform.release(f"{name}-postgres-operator", "cloudnative-pg", space.name, {
             "image": repository_tag(platform.image("cloudnative-pg", "operator")),
             "imagePullSecrets": platform.pull_secrets(),
-            "config": {"data": {"WATCH_NAMESPACE": space.name}},
+            "config": {"data": {
+                "WATCH_NAMESPACE": space.name,
+                "POSTGRES_IMAGE_NAME": platform.image("cloudnative-pg", "postgres")}},
         }, self, [space])
         database = k8s.apiextensions.CustomResource(
             f"{name}-database", api_version="postgresql.cnpg.io/v1", kind="Cluster",

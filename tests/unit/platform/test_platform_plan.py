@@ -107,3 +107,33 @@ def test_plan_of_the_platform_layer_prints_the_preview(example_site: Path,
     assert done.returncode == 0, done.stderr
     assert "layer platform (offline preview under Pulumi's mock runtime)" in done.stdout
     assert "gpu-operator" in done.stdout
+    assert "layer platform: pulumi preview left out: the pulumi CLI is not on PATH" in (
+        done.stdout)
+
+
+def test_a_full_deploy_does_not_need_the_kubeconfig_before_its_kubernetes_layer(
+        example_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stand-ins for the CLI and plugins, as above.
+    from importlib import metadata
+
+    from blueprint.errors import EnvironmentMissing
+    from blueprint.platform.deploy import preflight_platform
+    from blueprint.state import StateDir
+
+    (tmp_path / "bin").mkdir()
+    stand_in = tmp_path / "bin" / "pulumi"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    for plugin, package in (("kubernetes", "pulumi_kubernetes"), ("random", "pulumi_random")):
+        (tmp_path / "home" / "plugins" / f"resource-{plugin}-v{metadata.version(package)}"
+         ).mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
+    loaded = load_site(example_site)
+    state = StateDir.for_site(example_site)
+
+    ready = preflight_platform(loaded, state, cluster_in_run=True)
+    assert ready.pulumi == stand_in
+    assert ready.config.site == "example-site"
+    with pytest.raises(EnvironmentMissing, match="no kubeconfig at"):
+        preflight_platform(loaded, state, cluster_in_run=False)

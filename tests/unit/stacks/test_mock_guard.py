@@ -5,6 +5,8 @@ from __future__ import annotations
 import pulumi
 from platform_helpers import Checked
 
+from blueprint.platform.preview import ProgramRun
+
 
 def test_a_check_in_an_unawaited_output_is_seen_as_no_check() -> None:
     counter = Checked("guard-demo")
@@ -15,6 +17,6 @@ def test_a_check_in_an_unawaited_output_is_seen_as_no_check() -> None:
     assert counter.count == 0  # the `checked` fixture fails a test that stays at zero
 
 
-def test_the_program_run_registers_resources(default_run: object) -> None:
-    resources = default_run.resources
-    assert len(resources) > 80
+def test_the_program_run_registers_resources(default_run: ProgramRun,
+                                            checked: Checked) -> None:
+    checked.that(len(default_run.resources) > 80)

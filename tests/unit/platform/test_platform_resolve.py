@@ -1,0 +1,70 @@
+"""From a site and its blueprint to the platform stack's config."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from blueprint.artifacts import load_catalogue
+from blueprint.errors import BadInput
+from blueprint.loader import load_site
+from blueprint.paths import PROJECT_ROOT
+from blueprint.platform.resolve import platform_config
+
+
+def _site(tmp_path: Path, edit: tuple[str, str] | None = None) -> Path:
+    site_dir = tmp_path / "site"
+    shutil.copytree(PROJECT_ROOT / "inventory" / "example-site", site_dir)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(site_dir / "deploy_ed25519")], check=True)
+    (site_dir / "known_hosts").write_text("")
+    if edit is not None:
+        text = (site_dir / "site.yaml").read_text()
+        assert edit[0] in text
+        (site_dir / "site.yaml").write_text(text.replace(edit[0], edit[1], 1))
+    return site_dir
+
+
+def test_example_site_resolves_versions_sources_and_site_facts(tmp_path: Path) -> None:
+    config = platform_config(load_site(_site(tmp_path)))
+
+    assert config.kubernetes_version == "1.31"  # k3s v1.31.4+k3s1 in the blueprint
+    assert config.host_gpu_driver is True  # the gpu layer installs driver and toolkit
+    catalogue = load_catalogue().repositories
+    assert config.charts["jupyterhub"].repository_url == catalogue["jupyterhub"].url
+    assert config.charts["jupyterhub"].version == "4.2.0"
+    assert config.settings.flower.role == "hub"
+    assert [node.name for node in config.nodes] == ["edge-cp-1", "edge-gpu-1", "edge-store-1"]
+
+
+def test_a_mirror_site_takes_chart_repositories_from_its_own_mirror(tmp_path: Path) -> None:
+    mirror = ("      endpoints: [https://registry.example.net:5000]\n",
+              "      endpoints: [https://registry.example.net:5000]\n"
+              "  repositories:\n"
+              "    jupyterhub: {url: http://10.20.0.2/charts/jupyterhub}\n")
+    config = platform_config(load_site(_site(tmp_path, mirror)))
+
+    assert config.charts["jupyterhub"].repository_url == "http://10.20.0.2/charts/jupyterhub"
+    assert config.charts["gpu-operator"].repository_url == (
+        load_catalogue().repositories["nvidia-helm"].url)
+
+
+def test_a_site_without_its_platform_section_is_refused_before_anything(tmp_path: Path) -> None:
+    site_dir = _site(tmp_path)
+    text = (site_dir / "site.yaml").read_text()
+    start, end = text.index("platform:"), text.index("overrides:")
+    (site_dir / "site.yaml").write_text(text[:start] + text[end:])
+
+    with pytest.raises(BadInput, match=r"site.yaml: platform: the blueprint's platform layer "
+                                       r"needs the site's platform section"):
+        platform_config(load_site(site_dir))
+
+
+def test_a_member_site_must_name_the_hub(tmp_path: Path) -> None:
+    edit = ("    role: hub ", "    role: member ")
+    with pytest.raises(BadInput, match=r"site.yaml:\d+: platform.flower: .*a member site needs "
+                                       r"superlink_address"):
+        load_site(_site(tmp_path, edit))
