@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from blueprint import __version__
-from blueprint.baremetal.cli import boot_server, discover
+from blueprint.baremetal.cli import boot_server, discover, provision
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> Any:
 cli.add_command(lab)
 cli.add_command(discover)
 cli.add_command(boot_server)
+cli.add_command(provision)
 
 if __name__ == "__main__":
     main()
