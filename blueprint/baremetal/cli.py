@@ -142,8 +142,11 @@ def status(site: str, state_dir: Path | None) -> None:
               help="Seconds per node for the install to end with an SSH login.")
 @click.option("--retries", default=1, show_default=True,
               help="Retries of a node's boot override and power cycle on a BMC fault.")
+@click.option("--apply-bios", is_flag=True,
+              help="Set the hardware profile's BIOS attributes that differ, before the install.")
 def provision(site: str, state_dir: Path | None, nodes: tuple[str, ...], force: bool,
-              parallel: int, power_timeout: float, ssh_timeout: float, retries: int) -> None:
+              parallel: int, power_timeout: float, ssh_timeout: float, retries: int,
+              apply_bios: bool) -> None:
     """Install the OS on the site's nodes: network boot through the BMC, wait for SSH.
 
     A node provisioned by an earlier run, or one that already answers SSH, is left alone
@@ -157,7 +160,7 @@ def provision(site: str, state_dir: Path | None, nodes: tuple[str, ...], force: 
     state = StateDir.for_site(loaded.site_dir, state_dir)
     settings = Settings(force=force, parallel=parallel, power_timeout=power_timeout,
                         ssh_timeout=ssh_timeout, retries=retries,
-                        poll=min(5.0, max(0.5, ssh_timeout / 20)))
+                        poll=min(5.0, max(0.5, ssh_timeout / 20)), apply_bios=apply_bios)
     outcome = run_provision(loaded, secrets, state, list(nodes) or None, settings)
 
     table = Table(title=f"provision {outcome.run_id}")

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from blueprint.baremetal import bootserver
 from blueprint.baremetal.access import open_bmc
-from blueprint.baremetal.bmc import BmcError, RedfishBmc
+from blueprint.baremetal.bmc import BmcError, BmcUnsupported, RedfishBmc
+from blueprint.baremetal.discover import node_profile
 from blueprint.baremetal.render import (
     BootPaths,
     missing_boot_files,
@@ -64,6 +65,7 @@ class Settings:
     ssh_timeout: float = 3600.0
     retries: int = 1
     poll: float = 5.0
+    apply_bios: bool = False
 
 
 def known_hosts_file(state: StateDir, site: Site, nodes: list[Node]) -> Path:
@@ -106,8 +108,23 @@ def ssh_hostname(site: Site, node: Node, known_hosts: Path) -> tuple[str | None,
     return None, lines[-1] if lines else f"ssh exited {done.returncode}"
 
 
+def bios_changes(bmc: RedfishBmc, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The wanted BIOS attributes whose current value differs; unknown names are refused."""
+    if not wanted:
+        return {}
+    current = bmc.bios_attributes()
+    unknown = sorted(set(wanted) - set(current))
+    if unknown:
+        msg = (f"node {bmc.node}: BMC {bmc.address}: BIOS attribute(s) {', '.join(unknown)} "
+               "of the hardware profile are not offered by this firmware")
+        raise BmcUnsupported(msg)
+    return {name: value for name, value in wanted.items()
+            if str(current[name]).lower() != str(value).lower()}
+
+
 def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
-              names: list[str] | None) -> list[tuple[Node, RedfishBmc]]:
+              names: list[str] | None, apply_bios: bool = False
+              ) -> list[tuple[Node, RedfishBmc, dict[str, Any]]]:
     """Every check before the first BMC is told anything; BadInput/EnvironmentMissing."""
     site = loaded.site
     nodes = provisioned_nodes(site, names)
@@ -132,25 +149,33 @@ def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
                f"provisioning host: blueprint boot-server start {loaded.site_dir}")
         raise EnvironmentMissing(msg)
 
-    # Each BMC answers, takes the credentials and offers the boot target.
+    # Each BMC answers, takes the credentials and offers the boot target (and, with
+    # --apply-bios, the BIOS attributes of the node's hardware profile).
     target = BOOT_TARGET[site.provision.boot]
     problems = []
+    planned: list[tuple[Node, RedfishBmc, dict[str, Any]]] = []
     for node, bmc in pairs:
         try:
             targets = bmc.capabilities().boot_targets
+            wanted = node_profile(loaded.blueprint, list(node.roles)).bios if apply_bios else {}
+            changes = bios_changes(bmc, wanted)
         except BmcError as exc:
             problems.append(str(exc))
             continue
+        finally:
+            bmc.close()
         if target not in targets:
             problems.append(f"node {node.name}: BMC {bmc.address} offers boot targets "
                             f"{', '.join(targets)}, not {target} (provision.boot)")
+        planned.append((node, bmc, changes))
     if problems:
         raise DeployFailed("\n".join(problems))
-    return pairs
+    return planned
 
 
 def provision_node(site: Site, node: Node, bmc: RedfishBmc, known_hosts: Path,
-                   settings: Settings, done_before: bool) -> NodeOutcome:
+                   settings: Settings, done_before: bool,
+                   bios: dict[str, Any] | None = None) -> NodeOutcome:
     """Boot override, power cycle, wait for SSH; never touches a node that needs no install."""
     started = time.monotonic()
 
@@ -166,9 +191,12 @@ def provision_node(site: Site, node: Node, bmc: RedfishBmc, known_hosts: Path,
     http_uri = (f"http://{site.provision.boot_server}:{site.provision.http_port}/ipxe.efi"
                 if target == "UefiHttp" else None)
 
-    # Boot override and power cycle, retried on a BMC fault.
+    # BIOS settings (pending until the power cycle), boot override and power cycle,
+    # retried on a BMC fault.
     for attempt in range(settings.retries + 1):
         try:
+            if bios:
+                bmc.set_bios_attributes(bios)
             bmc.boot_once(target, http_uri)
             if bmc.power_state() == "On":
                 bmc.power("reset")
@@ -191,7 +219,8 @@ def provision_node(site: Site, node: Node, bmc: RedfishBmc, known_hosts: Path,
         if answers_ssh(str(node.address)):
             name, why = ssh_hostname(site, node, known_hosts)
             if name == node.name:
-                return outcome("provisioned", f"answers SSH as {name}")
+                applied = f"; BIOS set: {', '.join(sorted(bios))}" if bios else ""
+                return outcome("provisioned", f"answers SSH as {name}{applied}")
             if name is not None:
                 return outcome("failed", f"answers SSH as '{name}', expected '{node.name}'")
             if "Host key verification failed" in why or "IDENTIFICATION HAS CHANGED" in why:
@@ -207,8 +236,8 @@ def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
     """Preflight, then provision the nodes in parallel; record the run and its nodes."""
     outcome = ProvisionOutcome(new_run_id("provision"), [])
     with state.lock():
-        pairs = preflight(loaded, secrets, state, names)
-        known_hosts = known_hosts_file(state, loaded.site, [node for node, _ in pairs])
+        planned = preflight(loaded, secrets, state, names, settings.apply_bios)
+        known_hosts = known_hosts_file(state, loaded.site, [node for node, _, _ in planned])
         run_dir = state.run_dir(outcome.run_id)
         run_log = attach_run_log(run_dir / "blueprint.log")
         history = RunHistory(state)
@@ -216,11 +245,11 @@ def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
         status, code = "failed", int(ExitCode.DEPLOY_FAILED)
         try:
             done_before = history.provisioned()
-            log.info("Provisioning %d node(s), %d at a time", len(pairs), settings.parallel)
+            log.info("Provisioning %d node(s), %d at a time", len(planned), settings.parallel)
             with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
                 futures = [pool.submit(provision_node, loaded.site, node, bmc, known_hosts,
-                                       settings, node.name in done_before)
-                           for node, bmc in pairs]
+                                       settings, node.name in done_before, bios)
+                           for node, bmc, bios in planned]
                 outcome.nodes = [future.result() for future in futures]
             stats = {}
             for node_outcome in outcome.nodes:
