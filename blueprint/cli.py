@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from blueprint import __version__
-from blueprint.baremetal.cli import boot_server, discover
+from blueprint.baremetal.cli import boot_server, discover, provision
 from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
@@ -212,6 +212,7 @@ cli.add_command(bundle)
 cli.add_command(mirror)
 cli.add_command(sbom)
 cli.add_command(compliance)
+cli.add_command(provision)
 
 if __name__ == "__main__":
     main()

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS node_results (
     unreachable INTEGER NOT NULL,
     skipped INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS provisioned (
+    node TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    at TEXT NOT NULL
+);
 """
 
 
@@ -152,6 +157,18 @@ class RunHistory:
         )
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def mark_provisioned(self, run_id: str, node: str) -> None:
+        """Record that `node` was installed by run `run_id` (a later one replaces it)."""
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self._db.execute("INSERT OR REPLACE INTO provisioned VALUES (?, ?, ?)",
+                         (node, run_id, now))
+        self._db.commit()
+
+    def provisioned(self) -> dict[str, str]:
+        """Every provisioned node and the run that installed it."""
+        cursor = self._db.execute("SELECT node, run_id FROM provisioned ORDER BY node")
+        return {node: run_id for node, run_id in cursor.fetchall()}
 
     def close(self) -> None:
         self._db.close()

@@ -127,3 +127,53 @@ def status(site: str, state_dir: Path | None) -> None:
     loaded, state = _boot_site(site, state_dir)
     for name, running in bootserver.status(loaded, state).items():
         CONSOLE.print(f"{name}: {'running' if running else 'stopped'}")
+
+
+@click.command()
+@click.argument("site")
+@state_dir_option
+@click.option("--nodes", "nodes", multiple=True, help="Only this node (repeatable).")
+@click.option("--force", is_flag=True,
+              help="Install again: also nodes provisioned before or answering SSH.")
+@click.option("--parallel", default=4, show_default=True, help="Nodes provisioned at once.")
+@click.option("--power-timeout", default=300.0, show_default=True,
+              help="Seconds for a BMC to report power on.")
+@click.option("--ssh-timeout", default=3600.0, show_default=True,
+              help="Seconds per node for the install to end with an SSH login.")
+@click.option("--retries", default=1, show_default=True,
+              help="Retries of a node's boot override and power cycle on a BMC fault.")
+@click.option("--apply-bios", is_flag=True,
+              help="Set the hardware profile's BIOS attributes that differ, before the install.")
+def provision(site: str, state_dir: Path | None, nodes: tuple[str, ...], force: bool,
+              parallel: int, power_timeout: float, ssh_timeout: float, retries: int,
+              apply_bios: bool) -> None:
+    """Install the OS on the site's nodes: network boot through the BMC, wait for SSH.
+
+    A node provisioned by an earlier run, or one that already answers SSH, is left alone
+    unless --force is given. Exit 3 when a node failed.
+    """
+    from blueprint.baremetal.provision import Settings
+    from blueprint.baremetal.provision import provision as run_provision
+
+    loaded = load_site(site)
+    secrets = load_site_secrets(loaded.site_dir)
+    state = StateDir.for_site(loaded.site_dir, state_dir)
+    settings = Settings(force=force, parallel=parallel, power_timeout=power_timeout,
+                        ssh_timeout=ssh_timeout, retries=retries,
+                        poll=min(5.0, max(0.5, ssh_timeout / 20)), apply_bios=apply_bios)
+    outcome = run_provision(loaded, secrets, state, list(nodes) or None, settings)
+
+    table = Table(title=f"provision {outcome.run_id}")
+    for column in ("node", "result", "detail", "seconds"):
+        table.add_column(column, overflow="fold")
+    styles = {"provisioned": "green", "skipped": "cyan", "failed": "red"}
+    for node in outcome.nodes:
+        style = styles[node.result]
+        table.add_row(node.node, f"[{style}]{node.result}[/{style}]", node.detail,
+                      f"{node.seconds:g}")
+    CONSOLE.print(table)
+    if outcome.failed:
+        msg = f"{len(outcome.failed)} node(s) failed to provision; see the table above"
+        raise DeployFailed(msg)
+    CONSOLE.print(f"provision: ok; {sum(n.result == 'provisioned' for n in outcome.nodes)} "
+                  "node(s) installed")

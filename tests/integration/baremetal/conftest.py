@@ -93,9 +93,13 @@ def _make_ca_and_cert(folder: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def _start_emulator(folder: Path, *, feature_set: str, tls: bool, auth: bool) -> Emulator:
+def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False,
+                   auth: bool = True, prefix: tuple[str, ...] = (),
+                   systems: list[dict[str, Any]] | None = None, port: int | None = None
+                   ) -> Emulator:
+    """Start sushy-emulator (in a network namespace when `prefix` is `ip netns exec NS`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     config: dict[str, Any] = {
         "SUSHY_EMULATOR_FAKE_DRIVER": True,
         "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
@@ -103,7 +107,7 @@ def _start_emulator(folder: Path, *, feature_set: str, tls: bool, auth: bool) ->
         "SUSHY_EMULATOR_FEATURE_SET": feature_set,
         # Its own state folder: by default every emulator on the machine shares one in /tmp.
         "SUSHY_EMULATOR_STATE_DIR": str(folder / "state"),
-        "SUSHY_EMULATOR_FAKE_SYSTEMS": [{
+        "SUSHY_EMULATOR_FAKE_SYSTEMS": systems or [{
             "uuid": SYSTEM_UUID, "name": "edge-bm-1", "power_state": "Off",
             "nics": [{"mac": BOOT_MAC, "ip": "10.90.0.11"},
                      {"mac": SECOND_MAC, "ip": "10.90.1.11"}],
@@ -134,13 +138,17 @@ def _start_emulator(folder: Path, *, feature_set: str, tls: bool, auth: bool) ->
     log = folder / "emulator.log"
     emulator_bin = Path(sys.executable).parent / "sushy-emulator"
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(emulator_bin), "--config", str(conf)], stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*prefix, str(emulator_bin), "--config", str(conf)],
+                                   stdout=out, stderr=subprocess.STDOUT)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            requests.get(f"{url}/redfish/v1/", verify=str(ca) if ca else True, timeout=2)
+            if prefix:  # in another namespace: its log says when it listens
+                if "Running on" not in log.read_text(errors="replace"):
+                    raise requests.ConnectionError("not yet")
+            else:
+                requests.get(f"{url}/redfish/v1/", verify=str(ca) if ca else True, timeout=2)
             break
         except requests.RequestException:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -148,6 +156,10 @@ def _start_emulator(folder: Path, *, feature_set: str, tls: bool, auth: bool) ->
                 pytest.fail(f"sushy-emulator did not start: {log.read_text()[-2000:]}")
             time.sleep(0.3)
     return Emulator(url=url, ca=ca, process=process, log=log)
+
+
+def stop_emulator(emulator: Emulator) -> None:
+    _stop(emulator.process)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -162,8 +174,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    started = _start_emulator(tmp_path_factory.mktemp("emulator-full"), feature_set="full",
-                              tls=True, auth=True)
+    started = start_emulator(tmp_path_factory.mktemp("emulator-full"), feature_set="full",
+                             tls=True, auth=True)
     yield started
     _stop(started.process)
     assert started.process.poll() is not None
@@ -171,8 +183,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 @pytest.fixture(scope="session")
 def emulator_minimum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    started = _start_emulator(tmp_path_factory.mktemp("emulator-min"), feature_set="minimum",
-                              tls=False, auth=False)
+    started = start_emulator(tmp_path_factory.mktemp("emulator-min"), feature_set="minimum",
+                             tls=False, auth=False)
     yield started
     _stop(started.process)
 

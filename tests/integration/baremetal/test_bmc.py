@@ -207,3 +207,26 @@ def test_password_never_in_debug_logs(emulator: Emulator, caplog: pytest.LogCapt
     assert PASSWORD not in caplog.text
     assert "wrong-password-2" not in caplog.text
     assert PASSWORD not in repr(Credentials(USERNAME, PASSWORD))
+
+
+def test_apply_bios_plans_only_differing_attributes_on_static_mockup(gpu_mockup: str) -> None:
+    from blueprint.baremetal.provision import bios_changes
+
+    bmc = RedfishBmc("edge-gpu-1", gpu_mockup, Credentials(USERNAME, PASSWORD), timeout=10)
+    wanted = {"Above4GDecoding": "Enabled", "IntelVTd": "enabled"}
+    assert bios_changes(bmc, wanted) == {"Above4GDecoding": "Enabled"}
+    with pytest.raises(BmcUnsupported) as caught:
+        bios_changes(bmc, {"Above4GDecoding": "Enabled", "ResizableBar": "Enabled"})
+    assert str(caught.value) == (
+        f"node edge-gpu-1: BMC {gpu_mockup}: BIOS attribute(s) ResizableBar of the hardware "
+        "profile are not offered by this firmware"
+    )
+
+
+def test_apply_bios_on_a_bmc_without_bios_is_refused(emulator: Emulator) -> None:
+    from blueprint.baremetal.provision import bios_changes
+
+    assert bios_changes(client(emulator), {}) == {}
+    with pytest.raises(BmcUnsupported) as caught:
+        bios_changes(client(emulator), {"Above4GDecoding": "Enabled"})
+    assert str(caught.value) == f"node edge-bm-1: BMC {emulator.url} offers no BIOS attributes"
