@@ -25,7 +25,7 @@ import yaml
 from blueprint.bom.lock import load_lock
 from blueprint.lab import lab_up, overlay_digest
 from blueprint.lab.lab import MIRROR_MARK
-from blueprint.lab.node import pid_alive
+from blueprint.proc import pid_alive
 
 if TYPE_CHECKING:
     from tests.integration.conftest import LabHandle
