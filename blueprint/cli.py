@@ -16,6 +16,8 @@ from blueprint import __version__
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
+from blueprint.kube.cli import import_ as kube_import
+from blueprint.kube.cli import reset as kube_reset
 from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 cli.add_command(lab)
+cli.add_command(kube_reset)
+cli.add_command(kube_import)
 
 if __name__ == "__main__":
     main()
