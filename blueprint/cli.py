@@ -18,6 +18,8 @@ from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
+from blueprint.kube.cli import import_ as kube_import
+from blueprint.kube.cli import reset as kube_reset
 from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
@@ -213,6 +215,8 @@ cli.add_command(mirror)
 cli.add_command(sbom)
 cli.add_command(compliance)
 cli.add_command(provision)
+cli.add_command(kube_reset)
+cli.add_command(kube_import)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,8 @@ import yaml
 
 from blueprint.artifacts import repository_variables
 from blueprint.errors import BadInput
+from blueprint.kube.storage import check_storage
+from blueprint.kube.variables import kubernetes_group_variables, kubernetes_host_variables
 from blueprint.loader import LoadedSite
 from blueprint.models import Node, Site
 from blueprint.state import StateDir
@@ -178,6 +180,9 @@ def render_inventory(loaded: LoadedSite, state: StateDir, *, stock: bool = False
         # One session per node comes from mitogen: no shared connection is made or used,
         # so a run never rides on a connection opened with other settings.
         ssh_args += " -o ControlPath=none"
+    variables = role_variables(loaded)
+    check_storage(loaded, variables)
+    kube_hosts = kubernetes_host_variables(loaded, variables)
     hosts: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {group: {"hosts": {}} for group in GROUP_OF_ROLE.values()}
     for node in site.nodes:
@@ -192,6 +197,7 @@ def render_inventory(loaded: LoadedSite, state: StateDir, *, stock: bool = False
         key = node_key(site, node)
         if key is not None:
             host["ansible_ssh_private_key_file"] = str(key)
+        host.update(kube_hosts.get(node.name, {}))
         hosts[node.name] = host
         for role in node.roles:
             groups[GROUP_OF_ROLE[role]]["hosts"][node.name] = {}
@@ -201,7 +207,8 @@ def render_inventory(loaded: LoadedSite, state: StateDir, *, stock: bool = False
     inventory = {"all": {"hosts": hosts, "children": groups}}
     _write_yaml(inventory_dir / "hosts.yml", inventory)
     group_vars = {"blueprint_site": site.name, "blueprint_name": loaded.blueprint.name,
-                  "ansible_python_interpreter": PYTHON, **role_variables(loaded)}
+                  "ansible_python_interpreter": PYTHON, **variables,
+                  **kubernetes_group_variables(loaded, variables, state.root / "kubeconfig")}
     _write_yaml(inventory_dir / "group_vars" / "all.yml", group_vars)
     return inventory_dir
 

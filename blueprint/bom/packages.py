@@ -23,6 +23,11 @@ class AptEntry(StrictModel):
 
     variable: str | None = None
     keys: list[str] = Field(default_factory=list, description="path into a mapping variable")
+    for_each: str | None = Field(
+        default=None, description="a list variable: the mapping's lists for each of its items")
+    when_contains: tuple[str, str] | None = Field(
+        default=None, description="[list variable, item]: only when the list holds the item")
+    node_roles: list[str] = Field(default_factory=list, description="empty: the role's nodes")
     package: str | None = None
     optional: bool = False
     repository: str | None = Field(default=None, description="artifact catalogue repository")
@@ -88,6 +93,10 @@ def _entry_names(role: str, entry: AptEntry, variables: dict[str, Any]) -> list[
             msg = f"roles/{role}/{PACKAGES_FILE}: {entry.variable} has no key '{real}'"
             raise BadInput(msg)
         value = value[real]
+    if entry.for_each is not None:
+        # local-path and the like install nothing: a missing key is an empty list.
+        selected = variables.get(entry.for_each) or []
+        value = [name for item in selected for name in (value or {}).get(item) or []]
     names = [value] if isinstance(value, str) else list(value or [])
     for name in names:
         if not isinstance(name, str) or "{{" in name or not name.strip():
@@ -109,6 +118,12 @@ def layer_requests(loaded: LoadedSite, node_role: str) -> list[LayerRequest]:
                 continue
             variables = {**role_defaults(role), **site_values}
             for entry in declared.apt:
+                if entry.node_roles and node_role not in entry.node_roles:
+                    continue
+                if entry.when_contains is not None:
+                    listed, item = entry.when_contains
+                    if item not in (variables.get(listed) or []):
+                        continue
                 names = _entry_names(role, entry, variables)
                 if entry.repository is not None:
                     request.third_party += [(name, entry.repository) for name in names]

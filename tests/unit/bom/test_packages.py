@@ -79,3 +79,21 @@ def test_requests_follow_layers_node_roles_and_overrides(tmp_path: Path) -> None
     assert "nvidia-driver" in gpu["gpu"].packages
     assert ("nvidia-container-toolkit", "nvidia-container-toolkit") in gpu["gpu"].third_party
     assert gpu["gpu"].on_node
+
+
+def test_storage_classes_choose_the_storage_packages(tmp_path: Path) -> None:
+    """local-path installs nothing; nfs adds the client everywhere and the server on storage."""
+    site_file = write_site(tmp_path, blueprint="ai-edge", nodes=[
+        {"name": "n1", "address": "10.9.0.11", "roles": ["control-plane", "worker"]},
+        {"name": "s1", "address": "10.9.0.13", "roles": ["worker", "storage"]},
+    ], overrides={
+        "storage_classes": ["local-path", "nfs"],
+        "storage_nfs_exports": [{"path": "/srv/nfs", "clients": ["10.0.0.0/24"]}]})
+    loaded = load_site(site_file)
+
+    def storage(node_role: str) -> list[str]:
+        return next((r.packages for r in layer_requests(loaded, node_role)
+                     if r.layer == "storage"), [])
+
+    assert storage("worker") == ["nfs-common"]
+    assert storage("storage") == ["nfs-common", "nfs-ganesha", "nfs-ganesha-vfs"]
