@@ -16,7 +16,7 @@ from blueprint import __version__
 from blueprint.baremetal.cli import boot_server, discover, provision
 from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
-from blueprint.errors import BlueprintError, ExitCode
+from blueprint.errors import BadInput, BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
 from blueprint.kube.cli import import_ as kube_import
 from blueprint.kube.cli import reset as kube_reset
@@ -116,17 +116,56 @@ def plan(site: str, layers: tuple[str, ...], state_dir: Path | None) -> None:
 @site_argument
 @layer_option
 @state_dir_option
+@click.option("--resume", is_flag=True,
+              help="Run the last failed deploy's failed layer and the layers after it.")
 @click.option("--stock-ansible", is_flag=True, hidden=True,
               help="Run with Ansible's stock settings (for benchmarks).")
-def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
+def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None, resume: bool,
            stock_ansible: bool) -> None:
-    """Preflight, then deploy the blueprint's host layers to the site."""
+    """Preflight, then deploy the blueprint's layers to the site."""
     from blueprint.deploy import deploy as run_deploy
+    from blueprint.deploy import resume_layers
 
     loaded, state, secrets = _open_site(site, state_dir)
-    outcome = run_deploy(loaded, state, CONSOLE, requested=list(layers), stock=stock_ansible,
+    requested = list(layers)
+    if resume:
+        if layers:
+            msg = "--resume picks the layers itself; give --resume or --layer, not both"
+            raise BadInput(msg)
+        remaining = resume_layers(loaded, state)
+        if remaining is None:
+            CONSOLE.print("deploy: nothing to resume, the last deploy finished ok")
+            return
+        CONSOLE.print(f"deploy: resuming with layer {', '.join(remaining)}", highlight=False)
+        requested = remaining
+    outcome = run_deploy(loaded, state, CONSOLE, requested=requested, stock=stock_ansible,
                          secret_vars=secret_variables(loaded, secrets), site_secrets=secrets)
-    table = Table(title=f"deploy {outcome.run_id}")
+    _print_outcome(outcome, "deploy")
+
+
+@cli.command()
+@site_argument
+@state_dir_option
+def scale(site: str, state_dir: Path | None) -> None:
+    """Add the site file's new nodes: every host layer on them, as a full deploy would."""
+    from blueprint.deploy import deploy as run_deploy
+    from blueprint.deploy import scale_limit
+
+    loaded, state, secrets = _open_site(site, state_dir)
+    fresh, limit = scale_limit(loaded, state)
+    if not fresh:
+        CONSOLE.print("scale: every node of the site file is deployed already; nothing to add")
+        return
+    CONSOLE.print(f"scale: adding {', '.join(fresh)}"
+                  + (f" (with control plane {', '.join(n for n in limit if n not in fresh)})"
+                     if len(limit) > len(fresh) else ""), highlight=False)
+    outcome = run_deploy(loaded, state, CONSOLE, limit=limit, verb="scale",
+                         secret_vars=secret_variables(loaded, secrets), site_secrets=secrets)
+    _print_outcome(outcome, "scale")
+
+
+def _print_outcome(outcome: DeployOutcome, verb: str) -> None:
+    table = Table(title=f"{verb} {outcome.run_id}")
     for column in ("layer", "node", "ok", "changed", "failed", "unreachable"):
         table.add_column(column)
     for result in outcome.results:
@@ -139,7 +178,7 @@ def deploy(site: str, layers: tuple[str, ...], state_dir: Path | None,
         changes = ", ".join(f"{op} {n}" for op, n in sorted(outcome.platform.changes.items()))
         CONSOLE.print(f"layer platform: {changes or 'no change'}; stack outputs: "
                       f"{', '.join(outcome.platform.outputs)}", highlight=False)
-    CONSOLE.print(f"deploy: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
+    CONSOLE.print(f"{verb}: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
 
 
 def _print_notes(outcome: DeployOutcome) -> None:

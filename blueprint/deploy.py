@@ -76,7 +76,7 @@ def wants_platform(loaded: LoadedSite, requested: list[str] | None) -> bool:
 
 def preflight(
     loaded: LoadedSite, layers: list[Layer], state: StateDir, *, check: bool = False,
-    stock: bool = False,
+    stock: bool = False, limit: list[str] | None = None,
 ) -> Path:
     """Everything that can stop a run, checked before the first change; returns inventory."""
     # Tools on the controller.
@@ -107,7 +107,8 @@ def preflight(
 
     # Every node answers SSH with the host key pinned for it.
     inventory_dir = render_inventory(loaded, state, stock=stock)
-    check_nodes_reachable(loaded.site.nodes, state.root / "ssh_config", for_plan=check)
+    nodes = [node for node in loaded.site.nodes if limit is None or node.name in limit]
+    check_nodes_reachable(nodes, state.root / "ssh_config", for_plan=check)
     return inventory_dir
 
 
@@ -166,16 +167,19 @@ def deploy(
     stock: bool = False,
     secret_vars: dict[str, Any] | None = None,
     site_secrets: dict[str, Any] | None = None,
+    limit: list[str] | None = None,
+    verb: str | None = None,
 ) -> DeployOutcome:
     """Run the layers' playbooks in order; `check` makes it a plan (check mode with diff).
 
     `secret_vars` (role variables from the site's vault) go to Ansible only for this run.
+    `limit` runs the host layers on those nodes only (scale); the platform is left out then.
     """
-    verb = "plan" if check else "deploy"
+    verb = verb or ("plan" if check else "deploy")
     layers = select_layers(loaded, requested)
     outcome = DeployOutcome(run_id=new_run_id(verb))
     # A plan shows the platform offline (blueprint.platform.preview); a deploy runs it.
-    platform = wants_platform(loaded, requested) and not check
+    platform = wants_platform(loaded, requested) and not check and limit is None
     if any(layer.name == "kubernetes" for layer in layers):
         # The cluster's join token and keys: made once, kept in the state folder's vault.
         secret_vars = {**(secret_vars or {}), **cluster_secrets(state)}
@@ -184,8 +188,8 @@ def deploy(
         cluster_in_run = any(layer.name == "kubernetes" for layer in layers)
         ready = (preflight_platform(loaded, state, site_secrets, cluster_in_run=cluster_in_run)
                  if platform else None)
-        inventory_dir = (preflight(loaded, layers, state, check=check, stock=stock)
-                         if layers else None)
+        inventory_dir = (preflight(loaded, layers, state, check=check, stock=stock,
+                                   limit=limit) if layers else None)
         run_dir = state.run_dir(outcome.run_id)
         outcome.run_dir = run_dir
         run_log = attach_run_log(run_dir / "blueprint.log")
@@ -195,7 +199,7 @@ def deploy(
         try:
             if inventory_dir is not None:
                 _run_layers(loaded, layers, state, console, outcome, history, check, stock,
-                            inventory_dir, secret_vars)
+                            inventory_dir, secret_vars, limit)
             if ready is not None:
                 outcome.platform = deploy_platform(ready, state, console)
                 _mark_deployed(state, "platform", outcome.run_id)
@@ -221,8 +225,9 @@ def _run_layers(
     stock: bool,
     inventory_dir: Path,
     secret_vars: dict[str, Any] | None,
+    limit: list[str] | None = None,
 ) -> None:
-    nodes = [node.name for node in loaded.site.nodes]
+    nodes = [node.name for node in loaded.site.nodes if limit is None or node.name in limit]
     assert outcome.run_dir is not None
     layer_roles: dict[str, list[str]] = {layer.name: list(layer.roles) for layer in layers}
     log.info("%s layers %s on %d nodes", "Planning" if check else "Deploying",
@@ -231,7 +236,7 @@ def _run_layers(
         results = run_layers(
             layer_roles, inventory_dir, outcome.run_dir, state.facts_dir, check=check,
             on_event=progress.on_event, on_layer=progress.start_layer, stock=stock,
-            secret_vars=secret_vars,
+            secret_vars=secret_vars, limit=",".join(limit) if limit is not None else None,
         )
     for result in results:
         if result.playbook == PREFLIGHT:
@@ -245,6 +250,9 @@ def _run_layers(
                                                 "plan" if check else "deploy"))
         if not check and result.playbook != PREFLIGHT:
             _mark_deployed(state, result.playbook, outcome.run_id)
+            mark_nodes(state, result.playbook, [
+                node for node, counts in result.stats.items()
+                if not counts["failed"] and not counts["unreachable"]])
 
 
 def _failure_message(layer: str, result: PlaybookResult, verb: str) -> str:
@@ -269,3 +277,83 @@ def _mark_deployed(state: StateDir, layer: str, run_id: str) -> None:
     layers = deployed_layers(state)
     layers[layer] = run_id
     (state.root / "deployed.json").write_text(json.dumps(layers, indent=2), encoding="utf-8")
+
+
+NODES_FILE = "deployed-nodes.json"
+
+
+def deployed_nodes(state: StateDir) -> dict[str, list[str]]:
+    """Host layer name to the nodes a deploy (or scale) has completed it on."""
+    path = state.root / NODES_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {str(layer): [str(node) for node in nodes] for layer, nodes in data.items()}
+
+
+def mark_nodes(state: StateDir, layer: str, nodes: list[str], *, forget: bool = False) -> None:
+    """Record that `layer` is on `nodes` (or, with `forget`, that it no longer is)."""
+    layers = deployed_nodes(state)
+    known = set(layers.get(layer, []))
+    known = known - set(nodes) if forget else known | set(nodes)
+    layers[layer] = sorted(known)
+    (state.root / NODES_FILE).write_text(json.dumps(layers, indent=2), encoding="utf-8")
+
+
+def new_nodes(loaded: LoadedSite, state: StateDir) -> list[str]:
+    """The site's nodes that some host layer of the blueprint has not completed on yet."""
+    done = deployed_nodes(state)
+    layers = [layer.name for layer in select_layers(loaded, None)]
+    return [node.name for node in loaded.site.nodes
+            if any(node.name not in done.get(layer, []) for layer in layers)]
+
+
+def scale_limit(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[str]]:
+    """(new nodes, nodes a scale runs on): the new ones plus the control planes.
+
+    The control planes converge with no change; they are in the run because a joining
+    kubeadm node reads the first control plane's CA hash, as a full deploy does.
+    """
+    fresh = new_nodes(loaded, state)
+    if not fresh:
+        return [], []
+    has_cluster = any(layer.name == "kubernetes" for layer in loaded.blueprint.layers)
+    if has_cluster and not deployed_nodes(state).get("kubernetes"):
+        msg = (f"site {loaded.site.name} has no deployed cluster in {state.root}; run deploy "
+               "first (scale adds nodes to a deployed site)")
+        raise BadInput(msg)
+    servers = [node.name for node in loaded.site.nodes
+               if "control-plane" in node.roles] if has_cluster else []
+    return fresh, [node.name for node in loaded.site.nodes
+                   if node.name in fresh or node.name in servers]
+
+
+def resume_layers(loaded: LoadedSite, state: StateDir) -> list[str] | None:
+    """The layers a resumed deploy runs: the last deploy's failed layer and those after it.
+
+    None when the last deploy finished ok (nothing to resume). A run that was cut off
+    (still 'running' in the history, with no lock held) resumes like a failed one.
+    """
+    history = RunHistory(state)
+    try:
+        last = next((run for run in history.runs(200) if run["verb"] == "deploy"), None)
+        if last is None:
+            msg = f"site {loaded.site.name} has no deploy in its history; run deploy"
+            raise BadInput(msg)
+        if last["status"] == "ok":
+            return None
+        finished: dict[str, bool] = {}
+        for row in history.node_results(str(last["id"])):
+            ok = not row["failed"] and not row["unreachable"]
+            finished[row["layer"]] = finished.get(row["layer"], True) and ok
+    finally:
+        history.close()
+    layers = [str(name) for name in json.loads(last["layers"])]
+    known = {layer.name for layer in loaded.blueprint.layers}
+    gone = [name for name in layers if name not in known]
+    if gone:
+        msg = (f"the last deploy ran layer {', '.join(gone)}, which blueprint "
+               f"{loaded.blueprint.name} no longer has; run deploy")
+        raise BadInput(msg)
+    first = next((i for i, name in enumerate(layers) if not finished.get(name)), 0)
+    return layers[first:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from blueprint.deploy import check_nodes_reachable
+from blueprint.deploy import check_nodes_reachable, mark_nodes
 from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
 from blueprint.inventory import render_inventory
 from blueprint.kube.tokens import read_state_vault, write_state_vault
@@ -52,6 +52,7 @@ def reset_kubernetes(loaded: LoadedSite, state: StateDir) -> ResetOutcome:
             # The old cluster is gone: its kubeconfig and join secrets mean nothing now, and
             # the next deploy makes a new cluster with new ones.
             (state.root / "kubeconfig").unlink(missing_ok=True)
+            mark_nodes(state, LAYER, [node.name for node in loaded.site.nodes], forget=True)
             vault = read_state_vault(state)
             if any(name in vault for name in CLUSTER_SECRETS):
                 write_state_vault(state, {key: value for key, value in vault.items()

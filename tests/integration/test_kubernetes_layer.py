@@ -42,7 +42,7 @@ from blueprint.kube.variables import kubernetes_settings
 from blueprint.lab import overlay_digest
 from blueprint.loader import load_site
 from blueprint.secrets import PASSWORD_ENV
-from blueprint.state import StateDir
+from blueprint.state import RunHistory, StateDir
 
 if TYPE_CHECKING:
     from tests.integration.conftest import LabHandle
@@ -68,22 +68,27 @@ class KubeLab:
     base_url: str
     outputs: list[str]
 
-    def deploy(self, **kwargs: object) -> DeployOutcome:
+    def deploy(self, site_file: Path | None = None, **kwargs: object) -> DeployOutcome:
         buffer = io.StringIO()
         try:
-            return deploy(load_site(self.site_file), self.state, Console(file=buffer),
-                          **kwargs)  # type: ignore[arg-type]
+            return deploy(load_site(site_file or self.site_file), self.state,
+                          Console(file=buffer), **kwargs)  # type: ignore[arg-type]
         finally:
             self.outputs.append(buffer.getvalue())
 
-    def reset(self) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`blueprint VERB SITE ARGS` in a child process (the vault password in its env)."""
+        verb, *rest = args
         done = subprocess.run(
-            [sys.executable, "-m", "blueprint.cli", "reset", str(self.site_file), "--yes",
+            [sys.executable, "-m", "blueprint.cli", verb, str(self.site_file), *rest,
              "--state-dir", str(self.state.root)],
-            capture_output=True, text=True, timeout=600, check=False,
+            capture_output=True, text=True, timeout=900, check=False,
             env={**os.environ, PASSWORD_ENV: VAULT_PASSWORD})
         self.outputs.append(done.stdout + done.stderr)
         return done
+
+    def reset(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("reset", "--yes")
 
     def node_names(self) -> list[str]:
         return [node.name for node in self.lab.nodes]
@@ -113,7 +118,7 @@ def _stand_in_catalogue(path: Path, base_url: str, folder: str, sha256: str) -> 
         "layer": "kubernetes", "distribution": "k3s", "version_key": "k3s", "file": "k3s",
         "url": f"{base_url}/{folder}/{{version_url}}/k3s",
         "checksums": f"{base_url}/{folder}/{{version_url}}/sha256sum-amd64.txt",
-        "sha256": {VERSION: sha256},
+        "licence": "Apache-2.0", "sha256": {VERSION: sha256},
     }}}))
 
 
@@ -223,11 +228,35 @@ def test_stand_in_wrong_file_is_refused_by_its_checksum_and_nothing_changes(
 
 
 def test_stand_in_k3s_installs_and_agents_join_with_the_vault_token(kube: KubeLab) -> None:
-    outcome = kube.deploy(requested=["kubernetes"])
+    # The cluster first without the last node; `blueprint scale` adds it below.
+    server, *agents = kube.node_names()
+    smaller = kube.site_file.with_name("site-without-last-node.yaml")
+    data = yaml.safe_load(kube.site_file.read_text())
+    data["nodes"] = data["nodes"][:-1]
+    smaller.write_text(yaml.safe_dump(data, sort_keys=False))
+    outcome = kube.deploy(smaller, requested=["kubernetes"])
 
     [result] = outcome.results
     assert result.ok and result.changed > 0
-    server, *agents = kube.node_names()
+    assert sorted(result.stats) == [server, *agents[:-1]]
+    assert kube.lab.ssh(agents[-1], "test -e /usr/local/bin/k3s", check=False).returncode == 1
+
+    scaled = kube.cli("scale")
+
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    assert f"scale: adding {agents[-1]} (with control plane {server})" in scaled.stdout
+    run = max((kube.state.root / "runs").glob("*-scale-*"))
+    history = RunHistory(kube.state)
+    rows = history.node_results(run.name)
+    history.close()
+    # Every host layer ran on the new node; the control plane converged with no change;
+    # the other agent was not in the run.
+    assert {row["layer"] for row in rows} == {"os_baseline", "container_runtime", "kubernetes"}
+    assert {row["node"] for row in rows} == {server, agents[-1]}
+    assert [row for row in rows if row["node"] == server and row["changed"]] == []
+    assert any(row["changed"] for row in rows if row["node"] == agents[-1])
+    again = kube.cli("scale")
+    assert again.returncode == 0 and "nothing to add" in again.stdout, again.stdout
     assert kube.lab.ssh(server, "systemctl is-active k3s").stdout.strip() == "active"
     for agent in agents:
         # The stand-in agent only runs once the server accepted its token.

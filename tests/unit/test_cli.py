@@ -42,7 +42,7 @@ def test_bad_site_prints_one_line_and_exits_2() -> None:
 
 
 def test_every_verb_has_help() -> None:
-    for verb in ("plan", "deploy", "runs", "schema"):
+    for verb in ("plan", "deploy", "scale", "reset", "runs", "schema"):
         done = blueprint(verb, "--help")
         assert done.returncode == 0, verb
         assert "Usage:" in done.stdout
