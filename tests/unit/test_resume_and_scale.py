@@ -85,7 +85,7 @@ def test_scale_of_a_site_without_a_deployed_cluster_is_refused(tmp_path: Path) -
         scale_limit(loaded, state)
 
 
-def test_nodes_forgotten_by_reset_count_as_new_and_the_cluster_as_undeployed(tmp_path: Path) -> None:
+def test_nodes_forgotten_by_reset_are_new_and_the_cluster_undeployed(tmp_path: Path) -> None:
     loaded, state = _site(tmp_path, ["cp1", "w1"])
     for layer in HOST_LAYERS:
         mark_nodes(state, layer, ["cp1", "w1"])
