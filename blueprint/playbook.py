@@ -214,18 +214,23 @@ def run_layers(
         )
     REDACTOR.redact_tree(artifact_dir)
     stdout = artifact_dir / "ansible" / "stdout"
+    last = current[-1] if current else None
     for result in results.values():
         if result.status == "running":
-            result.status = runner.status
+            # A play group that finished before a later one failed keeps its own outcome:
+            # only the group a failure happened in, or the one running when ansible-playbook
+            # stopped, takes the run's status.
+            own = result.failures or result is last
+            result.status = runner.status if own else "successful"
         result.rc = runner.rc if result.status != "unstarted" else -1
         result.stdout_file = stdout if stdout.is_file() else None
     if runner.rc != 0 and not any(r.failures for r in results.values()):
         # ansible-playbook stopped before or outside any task (a syntax error, a missing
-        # role or module): no event says so, only its exit code and output.
+        # role or module, an interrupt): no event says so, only its exit code and output.
         tail = _tail(stdout) if stdout.is_file() else f"status {runner.status}"
-        first = next(r for r in results.values())
-        first.failures.append(TaskChange("controller", "ansible-playbook", tail))
-        first.status = "failed"
+        where = last or next(r for r in results.values())
+        where.failures.append(TaskChange("controller", "ansible-playbook", tail))
+        where.status = "failed"
     return [results[name] for name in names]
 
 

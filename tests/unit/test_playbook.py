@@ -38,6 +38,11 @@ def playbooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f"      ansible.builtin.copy: {{content: '{{{{ probe_secret }}}}', dest: '{tmp_path}/got',"
         " mode: '0600'}\n      no_log: true\n"
     )
+    (folder / "failing.yml").write_text(
+        "- name: A layer whose task fails.\n  hosts: all\n  gather_facts: false\n"
+        "  tasks:\n    - name: Ensure the impossible.\n"
+        "      ansible.builtin.fail: {msg: no such thing}\n"
+    )
     (folder / "broken.yml").write_text("- name: Broken\n  hosts: all\n  tasks: [{nosuch: 1}]\n")
     monkeypatch.setattr(playbook, "PLAYBOOKS_DIR", folder)
     return folder
@@ -85,3 +90,16 @@ def test_secret_vars_reach_ansible_but_not_its_command_line_or_artifacts(
     leaks = [str(path) for path in (tmp_path / "run").rglob("*")
              if path.is_file() and secret.encode() in path.read_bytes()]
     assert leaks == []
+
+
+def test_a_layer_that_finished_before_a_later_one_failed_stays_ok(
+    tmp_path: Path, local_inventory: Path, playbooks: Path
+) -> None:
+    results = run_layers({"good": [], "failing": []}, local_inventory, tmp_path / "run",
+                         tmp_path / "facts")
+
+    good, failing = results
+    assert good.ok and good.status == "successful"
+    assert not failing.ok
+    assert [(f.node, f.task, f.diff) for f in failing.failures] == [
+        ("here", "Ensure the impossible.", "no such thing")]
