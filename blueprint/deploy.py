@@ -244,15 +244,22 @@ def _run_layers(
         else:
             outcome.results.append(result)
             history.record_layer(outcome.run_id, result.playbook, result.stats)
+    if not check:
+        # Nodes that completed a layer are recorded even when it failed on another node
+        # (Ansible carries on with the others), so that scale adds only what is missing.
+        # A run stopped outside any task ("controller") tells nothing about the nodes.
+        for result in results:
+            stopped = any(failure.node == "controller" for failure in result.failures)
+            if result.playbook != PREFLIGHT and result.status != "unstarted" and not stopped:
+                mark_nodes(state, result.playbook, [
+                    node for node, counts in result.stats.items()
+                    if not counts["failed"] and not counts["unreachable"]])
     for result in results:
         if not result.ok:
             raise DeployFailed(_failure_message(result.playbook, result,
                                                 "plan" if check else "deploy"))
         if not check and result.playbook != PREFLIGHT:
             _mark_deployed(state, result.playbook, outcome.run_id)
-            mark_nodes(state, result.playbook, [
-                node for node, counts in result.stats.items()
-                if not counts["failed"] and not counts["unreachable"]])
 
 
 def _failure_message(layer: str, result: PlaybookResult, verb: str) -> str:
@@ -291,12 +298,13 @@ def deployed_nodes(state: StateDir) -> dict[str, list[str]]:
     return {str(layer): [str(node) for node in nodes] for layer, nodes in data.items()}
 
 
-def mark_nodes(state: StateDir, layer: str, nodes: list[str], *, forget: bool = False) -> None:
-    """Record that `layer` is on `nodes` (or, with `forget`, that it no longer is)."""
+def mark_nodes(state: StateDir, layer: str, nodes: list[str] | None) -> None:
+    """Record that `layer` is on `nodes` too; None forgets it on every node (reset)."""
     layers = deployed_nodes(state)
-    known = set(layers.get(layer, []))
-    known = known - set(nodes) if forget else known | set(nodes)
-    layers[layer] = sorted(known)
+    if nodes is None:
+        layers.pop(layer, None)
+    else:
+        layers[layer] = sorted(set(layers.get(layer, [])) | set(nodes))
     (state.root / NODES_FILE).write_text(json.dumps(layers, indent=2), encoding="utf-8")
 
 
@@ -318,12 +326,21 @@ def scale_limit(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[st
     if not fresh:
         return [], []
     has_cluster = any(layer.name == "kubernetes" for layer in loaded.blueprint.layers)
-    if has_cluster and not deployed_nodes(state).get("kubernetes"):
+    names = {node.name for node in loaded.site.nodes}
+    if has_cluster and not names & set(deployed_nodes(state).get("kubernetes", [])):
         msg = (f"site {loaded.site.name} has no deployed cluster in {state.root}; run deploy "
                "first (scale adds nodes to a deployed site)")
         raise BadInput(msg)
-    servers = [node.name for node in loaded.site.nodes
-               if "control-plane" in node.roles] if has_cluster else []
+    servers = [node.name for node in loaded.site.nodes if "control-plane" in node.roles]
+    joining = [name for name in fresh if name in servers]
+    if has_cluster and joining:
+        # A new control plane changes the cluster's topology (and the first one in the
+        # site file is the one that makes the cluster): that is deploy's work, not scale's.
+        msg = (f"node {', '.join(joining)} has role control-plane; scale adds workers, GPU "
+               "and storage nodes. Add control planes with deploy (check the plan first)")
+        raise BadInput(msg)
+    if not has_cluster:
+        servers = []
     return fresh, [node.name for node in loaded.site.nodes
                    if node.name in fresh or node.name in servers]
 
@@ -331,8 +348,10 @@ def scale_limit(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[st
 def resume_layers(loaded: LoadedSite, state: StateDir) -> list[str] | None:
     """The layers a resumed deploy runs: the last deploy's failed layer and those after it.
 
-    None when the last deploy finished ok (nothing to resume). A run that was cut off
-    (still 'running' in the history, with no lock held) resumes like a failed one.
+    None when the last deploy finished ok (nothing to resume), even when an earlier full
+    deploy failed and only `--layer` runs followed it. A run that was cut off (still
+    'running' in the history) resumes like a failed one; the deploy it starts takes the
+    site's lock, so it cannot run beside a live one.
     """
     history = RunHistory(state)
     try:

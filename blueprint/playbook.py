@@ -215,12 +215,13 @@ def run_layers(
     REDACTOR.redact_tree(artifact_dir)
     stdout = artifact_dir / "ansible" / "stdout"
     last = current[-1] if current else None
+    any_failure = any(result.failures for result in results.values())
     for result in results.values():
         if result.status == "running":
             # A play group that finished before a later one failed keeps its own outcome:
             # only the group a failure happened in, or the one running when ansible-playbook
             # stopped, takes the run's status.
-            own = result.failures or result is last
+            own = result.failures or (result is last and not any_failure)
             result.status = runner.status if own else "successful"
         result.rc = runner.rc if result.status != "unstarted" else -1
         result.stdout_file = stdout if stdout.is_file() else None

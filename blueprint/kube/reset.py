@@ -52,7 +52,7 @@ def reset_kubernetes(loaded: LoadedSite, state: StateDir) -> ResetOutcome:
             # The old cluster is gone: its kubeconfig and join secrets mean nothing now, and
             # the next deploy makes a new cluster with new ones.
             (state.root / "kubeconfig").unlink(missing_ok=True)
-            mark_nodes(state, LAYER, [node.name for node in loaded.site.nodes], forget=True)
+            mark_nodes(state, LAYER, None)
             vault = read_state_vault(state)
             if any(name in vault for name in CLUSTER_SECRETS):
                 write_state_vault(state, {key: value for key, value in vault.items()

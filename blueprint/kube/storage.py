@@ -36,6 +36,9 @@ def storage_problems(loaded: LoadedSite, variables: dict[str, Any]) -> list[tupl
     """(field path under the site file, message) for each storage setting that cannot work."""
     problems: list[tuple[FieldPath, str]] = []
     classes = variables.get("storage_classes") or ["local-path"]
+    if not isinstance(classes, list):
+        return [(("overrides", "storage_classes"),
+                 f"expected a list of storage classes, got {classes!r}")]
     for index, name in enumerate(classes):
         if name not in CLASSES:
             problems.append((("overrides", "storage_classes", index),
@@ -43,6 +46,9 @@ def storage_problems(loaded: LoadedSite, variables: dict[str, Any]) -> list[tupl
 
     exports = variables.get("storage_nfs_exports") or []
     where: FieldPath = ("overrides", "storage_nfs_exports")
+    if not isinstance(exports, list):
+        problems.append((where, f"expected a list of {{path, clients, access}}, got {exports!r}"))
+        exports = []
     if "nfs" in classes:
         if not any("storage" in node.roles for node in loaded.site.nodes):
             problems.append((("nodes",), "storage class nfs needs a node with role storage "
@@ -60,7 +66,8 @@ def storage_problems(loaded: LoadedSite, variables: dict[str, Any]) -> list[tupl
             problems.append(((*at, "path"), f"'{path}' is not an absolute path without '..'"))
         clients = export.get("clients")
         if not isinstance(clients, list) or not clients:
-            problems.append(((*at, "clients"), "give a list of client networks or hosts"))
+            problems.append(((*at, "clients"),
+                             f"got {clients!r}; give a list of client networks or hosts"))
         else:
             for number, client in enumerate(clients):
                 if not _client_ok(client):
@@ -72,6 +79,9 @@ def storage_problems(loaded: LoadedSite, variables: dict[str, Any]) -> list[tupl
     devices = variables.get("storage_ceph_devices") or {}
     names = [node.name for node in loaded.site.nodes]
     where = ("overrides", "storage_ceph_devices")
+    if not isinstance(devices, dict):
+        problems.append((where, f"expected {{node: [/dev/...]}}, got {devices!r}"))
+        devices = {}
     for node, paths in devices.items():
         if node not in names:
             problems.append(((*where, node), f"'{node}' is not a node of this site; use one of "
@@ -84,8 +94,9 @@ def storage_problems(loaded: LoadedSite, variables: dict[str, Any]) -> list[tupl
             if not isinstance(path, str) or not DEVICE.match(path):
                 problems.append(((*where, node, index),
                                  f"'{path}' is not a device path under /dev"))
-        if len(set(map(str, paths))) != len(paths):
-            problems.append(((*where, node), "a device is listed twice"))
+        twice = sorted({str(path) for path in paths if paths.count(path) > 1})
+        if twice:
+            problems.append(((*where, node), f"{', '.join(twice)} listed twice"))
     return problems
 
 

@@ -18,8 +18,9 @@ HOST_LAYERS = ["os_baseline", "container_runtime", "gpu", "kubernetes", "storage
 
 
 def _site(tmp_path: Path, names: list[str]) -> tuple[LoadedSite, StateDir]:
+    """A site whose nodes named cp* are control planes, the others workers."""
     nodes = [{"name": name, "address": f"10.30.0.{11 + index}",
-              "roles": ["control-plane"] if index == 0 else ["worker"]}
+              "roles": ["control-plane"] if name.startswith("cp") else ["worker"]}
              for index, name in enumerate(names)]
     (tmp_path / "site.yaml").write_text(yaml.safe_dump(
         {"name": "edge", "blueprint": "ai-edge", "nodes": nodes}))
@@ -89,8 +90,23 @@ def test_nodes_forgotten_by_reset_are_new_and_the_cluster_undeployed(tmp_path: P
     loaded, state = _site(tmp_path, ["cp1", "w1"])
     for layer in HOST_LAYERS:
         mark_nodes(state, layer, ["cp1", "w1"])
-    mark_nodes(state, "kubernetes", ["cp1", "w1"], forget=True)
+    mark_nodes(state, "kubernetes", None)
 
     assert new_nodes(loaded, state) == ["cp1", "w1"]
+    with pytest.raises(BadInput, match="no deployed cluster"):
+        scale_limit(loaded, state)
+
+
+def test_scale_refuses_a_new_control_plane(tmp_path: Path) -> None:
+    loaded, state = _site(tmp_path, ["cp1", "w1", "cp2"])
+    for layer in HOST_LAYERS:
+        mark_nodes(state, layer, ["cp1", "w1"])
+    with pytest.raises(BadInput, match="node cp2 has role control-plane"):
+        scale_limit(loaded, state)
+
+
+def test_a_cluster_of_nodes_no_longer_in_the_site_is_no_deployed_cluster(tmp_path: Path) -> None:
+    loaded, state = _site(tmp_path, ["cp1", "w1"])
+    mark_nodes(state, "kubernetes", ["old-cp"])
     with pytest.raises(BadInput, match="no deployed cluster"):
         scale_limit(loaded, state)

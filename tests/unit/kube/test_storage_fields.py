@@ -64,7 +64,9 @@ def test_good_storage_fields_reach_the_role_variables(tmp_path: Path) -> None:
         ({"storage_ceph_devices": {"st-1": ["sdb"]}},
          "overrides.storage_ceph_devices.st-1.0: 'sdb' is not a device path under /dev"),
         ({"storage_ceph_devices": {"st-1": ["/dev/sdb", "/dev/sdb"]}},
-         "overrides.storage_ceph_devices.st-1: a device is listed twice"),
+         "overrides.storage_ceph_devices.st-1: /dev/sdb listed twice"),
+        ({"storage_classes": "nfs"}, "storage_classes"),
+        ({"storage_ceph_devices": ["/dev/sdb"]}, "storage_ceph_devices"),
     ],
 )
 def test_bad_storage_fields_are_refused_with_line_and_field(
