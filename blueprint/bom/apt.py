@@ -188,15 +188,23 @@ class AptRoot:
             files.append(IndexFile(f"dists/{suite}/InRelease", f"{url}/InRelease", len(data),
                                    hashlib.sha256(data).hexdigest()))
             release = Release(data.decode("utf-8"))
-            # Nodes fetch the English package descriptions too, and fail without them.
-            wanted = {f"{component}/{name}" for component in self.components for name in
-                      (f"binary-{self.architecture}/Packages.xz", "i18n/Translation-en.bz2")}
-            for entry in release.get("SHA256", []):
-                if entry["name"] in wanted:
-                    files.append(IndexFile(f"dists/{suite}/{entry['name']}",
-                                           f"{url}/{entry['name']}", int(entry["size"]),
-                                           entry["sha256"]))
+            listed = {entry["name"]: entry for entry in release.get("SHA256", [])}
+            for component in self.components:
+                # Nodes fetch the English package descriptions too, and fail without them;
+                # apt takes the first compression the release lists (bookworm: xz only).
+                for stem in (f"binary-{self.architecture}/Packages", "i18n/Translation-en"):
+                    name = next((f"{component}/{stem}{ext}" for ext in INDEX_COMPRESSIONS
+                                 if f"{component}/{stem}{ext}" in listed), None)
+                    if name is None:
+                        continue
+                    entry = listed[name]
+                    files.append(IndexFile(f"dists/{suite}/{name}", f"{url}/{name}",
+                                           int(entry["size"]), entry["sha256"]))
         return files
+
+
+# apt's preference among the compressed forms of an index (Acquire::CompressionTypes).
+INDEX_COMPRESSIONS = (".xz", ".bz2", ".gz")
 
 
 def _list_name(url: str) -> str:

@@ -31,7 +31,8 @@ from rich.console import Console
 
 from blueprint.deploy import DeployOutcome, deploy
 from blueprint.errors import DeployFailed
-from blueprint.lab.lab import load_state
+from blueprint.lab.node import read_nspawn_pid
+from blueprint.lab.paths import node_dir
 from blueprint.loader import load_site
 from blueprint.state import StateDir
 
@@ -83,11 +84,12 @@ def storage(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     # Three loop devices on the host, handed to one node as device files.
     images: dict[str, Path] = {}
     loops: list[str] = []
-    state = load_state(lab.name)
-    assert state is not None
 
     def node_init(index: int) -> int:
-        nspawn = next(node.nspawn_pid for node in state.nodes if node.name == names[index])
+        # The node's current systemd-nspawn (a node that rebooted has a new one), then
+        # its child: the node's own init.
+        nspawn = read_nspawn_pid(node_dir(lab.name, names[index]), timeout=0)
+        assert nspawn is not None, f"{names[index]} has no running systemd-nspawn"
         found = subprocess.run(["pgrep", "-P", str(nspawn)], capture_output=True, text=True,
                                check=True)
         return int(found.stdout.split()[0])

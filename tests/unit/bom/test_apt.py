@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blueprint.bom.apt import URI_LINE, _list_name, _split_deb_name, read_packages_index
+from blueprint.bom.apt import (
+    URI_LINE,
+    AptRoot,
+    _list_name,
+    _split_deb_name,
+    read_packages_index,
+)
 
 
 def test_uri_lines_with_and_without_a_hash() -> None:
@@ -34,3 +40,28 @@ def test_packages_index_fields(tmp_path: Path) -> None:
 def test_list_names_are_apts() -> None:
     assert _list_name("http://deb.debian.org/debian-security/dists/bookworm-security/InRelease") \
         == "deb.debian.org_debian-security_dists_bookworm-security_InRelease"
+
+
+def test_index_files_are_the_compressed_forms_the_release_lists(tmp_path: Path) -> None:
+    """Packages and Translation-en as apt fetches them: bookworm lists only their .xz forms."""
+    fixtures = Path(__file__).parent / "fixtures" / "inrelease"
+    root = AptRoot(tmp_path, release="bookworm")
+    lists = tmp_path / "state" / "lists"
+    lists.mkdir(parents=True)
+    recorded = {"bookworm": "bookworm-updates", "bookworm-updates": "bookworm-updates",
+                "bookworm-security": "bookworm-security"}  # the release's own is 150 kB
+    for base, suite in root.suites():
+        text = (fixtures / f"{recorded[suite]}.InRelease").read_bytes()
+        (lists / _list_name(f"{base}/dists/{suite}/InRelease")).write_bytes(text)
+
+    files = {f.path: f for f in root.index_files()}
+
+    security = "dists/bookworm-security/main"
+    assert sorted(path for path in files if path.startswith(security)) == [
+        f"{security}/binary-amd64/Packages.xz", f"{security}/i18n/Translation-en.xz"]
+    translation = files[f"{security}/i18n/Translation-en.xz"]
+    assert (translation.size, translation.sha256) == (
+        241760, "1ff135ad08ffa112d4a8740ec66ae13c868cab1095dd03ea97b4ccfb1cb2d190")
+    assert translation.url == ("http://deb.debian.org/debian-security/dists/bookworm-security/"
+                               "main/i18n/Translation-en.xz")
+    assert len([path for path in files if path.endswith("InRelease")]) == 3
