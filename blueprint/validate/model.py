@@ -170,6 +170,8 @@ class SuitePolicy(BaseModel):
     # Ports that may listen on a non-loopback address, as <port>/<tcp|udp>.
     listening_ports: list[str] = Field(default_factory=lambda: ["22/tcp"])
     lynis: LynisPolicy | None = None
+    # kubernetes.certs.expiry fails when a cluster certificate lapses within this many days.
+    certificate_min_days: int = Field(default=30, ge=1)
 
     @field_validator("listening_ports")
     @classmethod

@@ -16,9 +16,12 @@ the same MainPIDs, reset. HA, CNI and real k3s are not exercised (see docs/kuber
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import io
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -30,11 +33,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from rich.console import Console
 
 from blueprint.artifacts import CATALOGUE_OVERRIDE_ENV
 from blueprint.deploy import DeployOutcome, deploy
-from blueprint.errors import DeployFailed
+from blueprint.errors import DeployFailed, ExitCode
 from blueprint.kube.render import node_config
 from blueprint.kube.tokens import cluster_secrets
 from blueprint.kube.topology import plan_nodes
@@ -43,6 +50,8 @@ from blueprint.lab import overlay_digest
 from blueprint.loader import load_site
 from blueprint.secrets import PASSWORD_ENV
 from blueprint.state import RunHistory, StateDir
+from blueprint.validate import Status, run_validation
+from blueprint.validation import build_target
 
 if TYPE_CHECKING:
     from tests.integration.conftest import LabHandle
@@ -333,6 +342,51 @@ def test_the_cluster_token_is_in_no_output_artifact_or_state_file(kube: KubeLab)
         leaks = [str(path) for path in kube.state.root.rglob("*")
                  if path.is_file() and secret.encode() in path.read_bytes()]
         assert leaks == []
+
+
+def _certificate(name: str, not_after: dt.datetime) -> str:
+    """A self-signed PEM certificate: a STAND-IN for one k3s writes (the stand-in writes none)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_after - dt.timedelta(days=365)).not_valid_after(not_after)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_validate_names_a_stand_in_certificate_about_to_lapse_on_the_server_only(
+    kube: KubeLab, tmp_path: Path
+) -> None:
+    server = kube.node_names()[SERVER]
+    tls = "/var/lib/rancher/k3s/server/tls"
+    now = dt.datetime.now(dt.UTC)
+    for name, days in (("client-ca.crt", 3650), ("serving-kube-apiserver.crt", 10)):
+        text = _certificate(name, now + dt.timedelta(days=days))
+        kube.lab.ssh(server, f"mkdir -p {tls} && printf %s {shlex.quote(text)} > {tls}/{name}")
+    suite = tmp_path / "kube-certs.yaml"
+    suite.write_text(yaml.safe_dump({"name": "kube-certs", "checks": [
+        {"id": "kubernetes.certs.expiry", "mandatory": True}]}))
+    target = dataclasses.replace(build_target(load_site(kube.site_file), kube.state),
+                                 blueprint_layers=["kubernetes"], suite_file=suite)
+
+    report = run_validation(target, tmp_path / "soon")
+
+    results = {result.node: result for result in report.results}
+    assert results[server].status is Status.FAILED
+    assert results[server].message.startswith(
+        f"seen: {tls}/serving-kube-apiserver.crt: expires on "), results[server].message
+    assert "client-ca" not in results[server].message
+    for agent in kube.node_names()[1:]:
+        assert results[agent].status is Status.SKIPPED
+        assert results[agent].message.startswith("not a control plane")
+    assert report.exit_code is ExitCode.VALIDATION_FAILED
+
+    kube.lab.ssh(server, f"rm {tls}/serving-kube-apiserver.crt")
+    renewed = run_validation(target, tmp_path / "renewed")
+
+    assert {r.node: r.status for r in renewed.results}[server] is Status.PASSED
+    assert renewed.exit_code is ExitCode.OK
 
 
 def test_reset_removes_what_the_role_installed(kube: KubeLab) -> None:
