@@ -234,12 +234,19 @@ def test_gpu_node_role_without_a_gpu_stops_before_any_change(gpu_lab: GpuLab) ->
 
 
 @pytest.fixture(scope="module")
-def stand_in_gpu(gpu_lab: GpuLab) -> str:
-    """Node 3 with the stand-in lspci first in PATH (/usr/local/sbin)."""
+def stand_in_gpu(gpu_lab: GpuLab) -> Iterator[str]:
+    """Node 3 with the stand-in lspci first in PATH (/usr/local/sbin).
+
+    Removed at the end with the stand-in nvidia-smi, so that later tests of the session see
+    the GPU-less node the lab made.
+    """
     node = gpu_lab.stand_in
     _put(gpu_lab, node, "/usr/local/sbin/lspci", STAND_IN_LSPCI)
-    assert "10de:1eb8" in gpu_lab.lab.ssh(node, "lspci -nn -D").stdout
-    return node
+    try:
+        assert "10de:1eb8" in gpu_lab.lab.ssh(node, "lspci -nn -D").stdout
+        yield node
+    finally:
+        gpu_lab.lab.ssh(node, "rm -f /usr/local/sbin/lspci /usr/local/bin/nvidia-smi")
 
 
 def _put(gpu_lab: GpuLab, node: str, path: str, text: str, mode: str = "755") -> None:
