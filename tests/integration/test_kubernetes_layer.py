@@ -33,10 +33,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rich.console import Console
 
 from blueprint.artifacts import CATALOGUE_OVERRIDE_ENV
@@ -52,6 +48,7 @@ from blueprint.secrets import PASSWORD_ENV
 from blueprint.state import RunHistory, StateDir
 from blueprint.validate import Status, run_validation
 from blueprint.validation import build_target
+from tests.helpers.x509certs import self_signed_pem
 
 if TYPE_CHECKING:
     from tests.integration.conftest import LabHandle
@@ -344,17 +341,6 @@ def test_the_cluster_token_is_in_no_output_artifact_or_state_file(kube: KubeLab)
         assert leaks == []
 
 
-def _certificate(name: str, not_after: dt.datetime) -> str:
-    """A self-signed PEM certificate: a STAND-IN for one k3s writes (the stand-in writes none)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_after - dt.timedelta(days=365)).not_valid_after(not_after)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_validate_names_a_stand_in_certificate_about_to_lapse_on_the_server_only(
     kube: KubeLab, tmp_path: Path
 ) -> None:
@@ -362,7 +348,8 @@ def test_validate_names_a_stand_in_certificate_about_to_lapse_on_the_server_only
     tls = "/var/lib/rancher/k3s/server/tls"
     now = dt.datetime.now(dt.UTC)
     for name, days in (("client-ca.crt", 3650), ("serving-kube-apiserver.crt", 10)):
-        text = _certificate(name, now + dt.timedelta(days=days))
+        # A STAND-IN for a certificate k3s writes (the stand-in release writes none).
+        text = self_signed_pem(name, now + dt.timedelta(days=days))
         kube.lab.ssh(server, f"mkdir -p {tls} && printf %s {shlex.quote(text)} > {tls}/{name}")
     suite = tmp_path / "kube-certs.yaml"
     suite.write_text(yaml.safe_dump({"name": "kube-certs", "checks": [

@@ -6,10 +6,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.helpers.x509certs import self_signed_pem as pem
 
 CHECKS = Path(__file__).resolve().parents[3] / "validation" / "checks"
 sys.path.insert(0, str(CHECKS))
@@ -17,17 +14,6 @@ sys.path.insert(0, str(CHECKS))
 import test_kubernetes  # noqa: E402  (the check modules live outside the package)
 
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
-
-
-def pem(name: str, not_after: dt.datetime) -> str:
-    """A self-signed certificate, as kubeadm and k3s write theirs (PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_after - dt.timedelta(days=365)).not_valid_after(not_after)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def test_each_file_gets_its_earliest_expiry_and_a_broken_one_its_reason() -> None:
