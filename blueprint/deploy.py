@@ -331,16 +331,15 @@ def scale_limit(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[st
         msg = (f"site {loaded.site.name} has no deployed cluster in {state.root}; run deploy "
                "first (scale adds nodes to a deployed site)")
         raise BadInput(msg)
-    servers = [node.name for node in loaded.site.nodes if "control-plane" in node.roles]
+    servers = ([node.name for node in loaded.site.nodes if "control-plane" in node.roles]
+               if has_cluster else [])
     joining = [name for name in fresh if name in servers]
-    if has_cluster and joining:
+    if joining:
         # A new control plane changes the cluster's topology (and the first one in the
         # site file is the one that makes the cluster): that is deploy's work, not scale's.
         msg = (f"node {', '.join(joining)} has role control-plane; scale adds workers, GPU "
                "and storage nodes. Add control planes with deploy (check the plan first)")
         raise BadInput(msg)
-    if not has_cluster:
-        servers = []
     return fresh, [node.name for node in loaded.site.nodes
                    if node.name in fresh or node.name in servers]
 

@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from blueprint.lab import LabState, NodeState, lab_down, lab_up
 from blueprint.lab.lab import load_state, ssh_command
@@ -76,6 +78,16 @@ class LabHandle:
 
     def node(self, name: str) -> NodeState:
         return next(node for node in self.nodes if node.name == name)
+
+    def site_data(self, name: str, blueprint: str) -> dict[str, Any]:
+        """The lab's site file as a mapping for a test site kept in another folder: renamed,
+        with its own blueprint file, the lab's SSH key and known_hosts as absolute paths."""
+        data: dict[str, Any] = yaml.safe_load(self.site_file.read_text())
+        data["name"] = name
+        data["blueprint"] = blueprint
+        for field in ("key", "known_hosts"):
+            data["ssh"][field] = str(self.site_dir / data["ssh"][field])
+        return data
 
     def ssh(
         self, node: NodeState | str, command: str, *, check: bool = True, timeout: float = 120

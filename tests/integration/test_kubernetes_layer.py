@@ -147,11 +147,7 @@ def kube(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K
     # A site of the lab's nodes whose blueprint is the lab's lower layers plus kubernetes.
     site_dir = work / "site"
     site_dir.mkdir()
-    data = yaml.safe_load(lab.site_file.read_text())
-    data["name"] = "kube-stand-in"
-    data["blueprint"] = "kube-stand-in.yaml"
-    data["ssh"]["key"] = str(lab.site_dir / data["ssh"]["key"])
-    data["ssh"]["known_hosts"] = str(lab.site_dir / data["ssh"]["known_hosts"])
+    data = lab.site_data("kube-stand-in", "kube-stand-in.yaml")
     data["nodes"] = [{**node, "roles": ["control-plane"] if index == SERVER else ["worker"]}
                      for index, node in enumerate(data["nodes"])]
     (site_dir / "site.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

@@ -115,11 +115,7 @@ def storage(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
         site_dir = work / "site"
         site_dir.mkdir()
-        data = yaml.safe_load(lab.site_file.read_text())
-        data["name"] = "storage-lab"
-        data["blueprint"] = "storage-lab.yaml"
-        data["ssh"]["key"] = str(lab.site_dir / data["ssh"]["key"])
-        data["ssh"]["known_hosts"] = str(lab.site_dir / data["ssh"]["known_hosts"])
+        data = lab.site_data("storage-lab", "storage-lab.yaml")
         data["nodes"][STORAGE]["roles"] = ["worker", "storage"]
         data["overrides"] = {
             "storage_classes": ["local-path", "nfs", "longhorn", "rook-ceph"],

@@ -52,9 +52,10 @@ def expiring(expiries: dict[str, dt.datetime | str], now: dt.datetime,
             problems.append(f"{path}: {when}")
         elif when - now < dt.timedelta(days=min_days):
             days = (when - now).days
-            state = f"expired on {when:%Y-%m-%d}" if days < 0 else \
-                f"expires on {when:%Y-%m-%d} (in {days} days)"
-            problems.append(f"{path}: {state}")
+            if days < 0:
+                problems.append(f"{path}: expired on {when:%Y-%m-%d}")
+            else:
+                problems.append(f"{path}: expires on {when:%Y-%m-%d} (in {days} days)")
     return problems
 
 
