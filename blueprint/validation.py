@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import yaml
 
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.deploy import deployed_layers
-from blueprint.errors import exit_code_of
+from blueprint.errors import BadInput, exit_code_of
 from blueprint.inventory import node_user, render_ssh_config, role_variables
 from blueprint.loader import LoadedSite
 from blueprint.models import Node
@@ -19,13 +21,16 @@ from blueprint.paths import ROLES_DIR, VALIDATION_DIR
 from blueprint.secrets import REDACTOR
 from blueprint.state import RunHistory, StateDir, new_run_id
 from blueprint.validate import (
+    ClusterTarget,
     NodeTarget,
     ValidationReport,
     ValidationTarget,
     Waiver,
     run_validation,
 )
+from blueprint.validate.model import AI_ENDPOINTS_ENV
 from blueprint.validate.runner import ListedCheck, list_checks
+from blueprint.yamlfile import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,11 @@ PINNED_PACKAGES = {"containerd": "containerd"}
 CRI_SOCKET = "/run/containerd/containerd.sock"
 
 SUMMARY = Path("validation") / "summary.json"
+
+# Where a deploy leaves the cluster's admin kubeconfig and the AI platform's endpoints file
+# (docs/ai-checks.md), inside the site's state folder.
+KUBECONFIG = "kubeconfig"
+AI_ENDPOINTS = "ai-endpoints.yaml"
 
 
 def check_layers(loaded: LoadedSite, state: StateDir) -> list[str]:
@@ -110,7 +120,39 @@ def expectations(loaded: LoadedSite, layers: list[str]) -> dict[str, Any]:
     }
 
 
-def build_target(loaded: LoadedSite, state: StateDir) -> ValidationTarget:
+def cluster_target(
+    loaded: LoadedSite,
+    state: StateDir,
+    *,
+    kubeconfig: Path | None = None,
+    kube_context: str | None = None,
+    ai_endpoints: Path | None = None,
+) -> ClusterTarget:
+    """The site's cluster for the cluster-scoped checks: its kubeconfig, nodes and endpoints.
+
+    Given paths win; then `BLUEPRINT_AI_ENDPOINTS`; then the files a deploy leaves in the
+    state folder.
+    """
+    site = loaded.site
+    if ai_endpoints is None and os.environ.get(AI_ENDPOINTS_ENV):
+        ai_endpoints = Path(os.environ[AI_ENDPOINTS_ENV])
+    return ClusterTarget(
+        kubeconfig=kubeconfig or state.root / KUBECONFIG,
+        kube_context=kube_context,
+        kube_nodes=[node.name for node in site.nodes],
+        gpu_nodes=[node.name for node in site.nodes if "gpu" in node.roles],
+        ai_endpoints=ai_endpoints or state.root / AI_ENDPOINTS,
+    )
+
+
+def build_target(
+    loaded: LoadedSite,
+    state: StateDir,
+    *,
+    kubeconfig: Path | None = None,
+    kube_context: str | None = None,
+    ai_endpoints: Path | None = None,
+) -> ValidationTarget:
     site = loaded.site
     layers = check_layers(loaded, state)
     return ValidationTarget(
@@ -129,6 +171,8 @@ def build_target(loaded: LoadedSite, state: StateDir) -> ValidationTarget:
             for w in site.waivers
         ],
         context=expectations(loaded, layers),
+        cluster=cluster_target(loaded, state, kubeconfig=kubeconfig, kube_context=kube_context,
+                               ai_endpoints=ai_endpoints),
     )
 
 
@@ -180,17 +224,108 @@ def validate_site(
     layers: list[str] | None = None,
     checks: list[str] | None = None,
     include_optional: bool = False,
+    kubeconfig: Path | None = None,
+    kube_context: str | None = None,
+    ai_endpoints: Path | None = None,
 ) -> ValidationReport:
     """Run the blueprint's suite on the site; the run and its verdict go to the history."""
+    return _recorded_run(
+        state,
+        loaded.site.name,
+        lambda: build_target(loaded, state, kubeconfig=kubeconfig, kube_context=kube_context,
+                             ai_endpoints=ai_endpoints),
+        layers=layers,
+        checks=checks,
+        include_optional=include_optional,
+    )
+
+
+# The check layers `validate --kubeconfig` runs against a cluster another tool installed.
+CLUSTER_LAYERS = ["kubernetes", "ai"]
+
+
+def kubeconfig_context(kubeconfig: Path, context: str | None = None) -> str:
+    """The context the checks use: the given one, which must exist, or the current one."""
+    data = load_yaml(kubeconfig).data
+    if not isinstance(data, dict) or data.get("kind", "Config") != "Config":
+        msg = f"{kubeconfig}: not a kubeconfig (expected a YAML mapping of kind Config)"
+        raise BadInput(msg)
+    names = [str(entry.get("name")) for entry in data.get("contexts") or []
+             if isinstance(entry, dict)]
+    chosen = context or data.get("current-context")
+    if not chosen:
+        msg = f"{kubeconfig}: current-context is not set; pass --context (one of: "
+        raise BadInput(msg + (", ".join(names) or "none") + ")")
+    if str(chosen) not in names:
+        msg = f"{kubeconfig}: context '{chosen}' is not in the file; use one of: "
+        raise BadInput(msg + (", ".join(names) or "none"))
+    return str(chosen)
+
+
+def cluster_suite(suite: str) -> Path:
+    """A suite by name (validation/suites/<name>.yaml) or by path."""
+    path = Path(suite)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    known = sorted(p.stem for p in (VALIDATION_DIR / "suites").glob("*.yaml"))
+    if suite not in known:
+        msg = f"suite '{suite}' is not known; use one of {', '.join(known)} or a suite file"
+        raise BadInput(msg)
+    return VALIDATION_DIR / "suites" / f"{suite}.yaml"
+
+
+def validate_cluster(
+    kubeconfig: Path,
+    state: StateDir,
+    *,
+    suite: str = "ai-edge",
+    context: str | None = None,
+    ai_endpoints: Path | None = None,
+    layers: list[str] | None = None,
+    checks: list[str] | None = None,
+    include_optional: bool = False,
+) -> ValidationReport:
+    """Run the suite's cluster-scoped checks against any cluster (`validate --kubeconfig`).
+
+    There is no site: no node is reached over SSH, the nodes are those the API lists, and the
+    GPU nodes those labelled as having GPUs. The run is kept in `state`'s history.
+    """
+    context = kubeconfig_context(kubeconfig, context)
+    suite_file = cluster_suite(suite)
+    if ai_endpoints is None and os.environ.get(AI_ENDPOINTS_ENV):
+        ai_endpoints = Path(os.environ[AI_ENDPOINTS_ENV])
+    name = f"cluster-{context}"
+    target = ValidationTarget(
+        site_name=name,
+        blueprint_layers=CLUSTER_LAYERS,
+        suite_file=suite_file,
+        nodes=[],
+        ssh_config=state.root / "ssh_config",
+        cluster=ClusterTarget(kubeconfig=kubeconfig.resolve(), kube_context=context,
+                              ai_endpoints=ai_endpoints.resolve() if ai_endpoints else None),
+    )
+    return _recorded_run(state, name, lambda: target, layers=layers, checks=checks,
+                         include_optional=include_optional)
+
+
+def _recorded_run(
+    state: StateDir,
+    name: str,
+    make_target: Callable[[], ValidationTarget],
+    *,
+    layers: list[str] | None,
+    checks: list[str] | None,
+    include_optional: bool,
+) -> ValidationReport:
     run_id = new_run_id("validate")
     with state.lock():
-        previous = previous_summary(state, loaded.site.name)
+        previous = previous_summary(state, name)
         run_dir = state.run_dir(run_id)
         run_log = attach_run_log(run_dir / "blueprint.log")
         history = RunHistory(state)
-        history.start(run_id, loaded.site.name, "validate", layers or [], run_dir)
+        history.start(run_id, name, "validate", layers or [], run_dir)
         try:
-            target = build_target(loaded, state)
+            target = make_target()
             report = run_validation(target, run_dir / "validation", layers=layers,
                                     checks=checks, include_optional=include_optional,
                                     previous=previous, run_id=run_id)

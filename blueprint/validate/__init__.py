@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from blueprint.validate.model import (
     CheckResult,
+    ClusterTarget,
     NodeTarget,
     ReportPaths,
     Status,
@@ -17,6 +18,7 @@ from blueprint.validate.runner import run_validation
 
 __all__ = [
     "CheckResult",
+    "ClusterTarget",
     "NodeTarget",
     "ReportPaths",
     "Status",

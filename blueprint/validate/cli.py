@@ -48,10 +48,25 @@ def _check_writable(*paths: Path | None) -> None:
             raise BadInput(msg)
 
 
+_input_file = click.Path(dir_okay=False, path_type=Path)
+
+
 @click.command()
-@click.argument("site")
+@click.argument("site", required=False)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
-              help="State folder (default: .state/ beside the site file).")
+              help="State folder (default: .state/ beside the site file; with --kubeconfig "
+                   "alone: .state/cluster-<context> here).")
+@click.option("--kubeconfig", type=_input_file, default=None,
+              help="The cluster's kubeconfig (default: the one a deploy left in the state "
+                   "folder). Without SITE: validate this cluster alone (Kubernetes and AI "
+                   "layers), wherever it was installed from.")
+@click.option("--context", "kube_context", default=None,
+              help="The kubeconfig's context to use (default: its current one).")
+@click.option("--ai-endpoints", type=_input_file, default=None,
+              help="The AI platform's endpoints file (docs/ai-checks.md; default: "
+                   "$BLUEPRINT_AI_ENDPOINTS, then ai-endpoints.yaml in the state folder).")
+@click.option("--suite", default=None,
+              help="With --kubeconfig and no SITE: the suite (name or file; default ai-edge).")
 @click.option("--layer", "layers", multiple=True,
               help="Only checks of this layer (os, security, runtime, ...); repeatable.")
 @click.option("--check", "checks", multiple=True,
@@ -65,23 +80,55 @@ def _check_writable(*paths: Path | None) -> None:
               help="List the checks and whether they would run here; touch no node.")
 @click.option("--compare", is_flag=True,
               help="Show what changed since the site's previous validation run.")
-def validate(site: str, state_dir: Path | None, layers: tuple[str, ...],
-             checks: tuple[str, ...], include_optional: bool, junit: Path | None,
-             json_path: Path | None, html: Path | None, list_only: bool,
-             compare: bool) -> None:
-    """Run the blueprint's validation suite on the site: one verdict, JUnit, JSON, HTML."""
-    from blueprint.validation import listing, validate_site
+def validate(site: str | None, state_dir: Path | None, kubeconfig: Path | None,
+             kube_context: str | None, ai_endpoints: Path | None, suite: str | None,
+             layers: tuple[str, ...], checks: tuple[str, ...], include_optional: bool,
+             junit: Path | None, json_path: Path | None, html: Path | None,
+             list_only: bool, compare: bool) -> None:
+    """Run the blueprint's validation suite on the site: one verdict, JUnit, JSON, HTML.
 
-    loaded, state = _open(site, state_dir)
-    if list_only:
-        _print_listing(listing(loaded, state, layers=list(layers) or None,
-                               checks=list(checks) or None,
-                               include_optional=include_optional), loaded.site.name)
-        return
-    _check_writable(junit, json_path, html)
+    With --kubeconfig and no SITE, run the Kubernetes and AI checks against that cluster.
+    """
+    from blueprint.validation import listing, validate_cluster, validate_site
 
-    report = validate_site(loaded, state, layers=list(layers) or None,
-                           checks=list(checks) or None, include_optional=include_optional)
+    for path, option in ((kubeconfig, "--kubeconfig"), (ai_endpoints, "--ai-endpoints")):
+        if path is not None and not path.is_file():
+            msg = f"{option} {path}: no such file"
+            raise BadInput(msg)
+    if site is None:
+        if kubeconfig is None:
+            msg = "give a SITE (its site file or name), or --kubeconfig FILE to validate a cluster"
+            raise BadInput(msg)
+        if list_only:
+            msg = "--list needs a SITE"
+            raise BadInput(msg)
+        _check_writable(junit, json_path, html)
+        from blueprint.state import StateDir
+        from blueprint.validation import kubeconfig_context
+
+        name = f"cluster-{kubeconfig_context(kubeconfig, kube_context)}"
+        state = StateDir.for_site(Path.cwd(), state_dir or Path(".state") / name)
+        report = validate_cluster(kubeconfig, state, suite=suite or "ai-edge",
+                                  context=kube_context, ai_endpoints=ai_endpoints,
+                                  layers=list(layers) or None, checks=list(checks) or None,
+                                  include_optional=include_optional)
+        site_name = name
+    else:
+        if suite is not None:
+            msg = "--suite goes with --kubeconfig and no SITE (a site's blueprint names its suite)"
+            raise BadInput(msg)
+        loaded, state = _open(site, state_dir)
+        site_name = loaded.site.name
+        if list_only:
+            _print_listing(listing(loaded, state, layers=list(layers) or None,
+                                   checks=list(checks) or None,
+                                   include_optional=include_optional), site_name)
+            return
+        _check_writable(junit, json_path, html)
+        report = validate_site(loaded, state, layers=list(layers) or None,
+                               checks=list(checks) or None, include_optional=include_optional,
+                               kubeconfig=kubeconfig, kube_context=kube_context,
+                               ai_endpoints=ai_endpoints)
     out_dir = report.paths.json.parent
     _copy_to(out_dir / "junit.xml", junit)
     _copy_to(report.paths.json, json_path)
@@ -98,24 +145,27 @@ def validate(site: str, state_dir: Path | None, layers: tuple[str, ...],
     for check_id, node in sorted(report.failed_checks() | report.errored_checks()):
         CONSOLE.print(f"  failed: {check_id} on {node}", highlight=False)
     if compare:
-        _print_changes(report.changes, loaded.site.name)
+        _print_changes(report.changes, site_name)
     CONSOLE.print(f"verdict: {report.verdict} ({summary})")
     CONSOLE.print(f"report: {report.paths.html}")
     if report.exit_code != ExitCode.OK:
-        msg = f"site {loaded.site.name} failed validation; see {report.paths.html}"
+        msg = f"site {site_name} failed validation; see {report.paths.html}"
         raise ValidationFailed(msg)
 
 
 def _print_listing(rows: list[Any], site_name: str) -> None:
     table = Table(title=f"checks of {site_name}")
-    for column in ("check", "layer", "kind", "runs here"):
+    for column in ("check", "layer", "kind", "runs on", "runs here"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row.check_id, row.layer, row.kind,
+                      "each node" if row.scope == "node" else "the cluster, once",
                       "yes" if row.applicable else f"no: {row.reason}")
     CONSOLE.print(table)
-    runs = sum(1 for row in rows if row.applicable)
-    CONSOLE.print(f"{runs} of {len(rows)} checks would run on each node")
+    node_runs = sum(1 for row in rows if row.applicable and row.scope == "node")
+    cluster_runs = sum(1 for row in rows if row.applicable and row.scope != "node")
+    CONSOLE.print(f"{node_runs + cluster_runs} of {len(rows)} checks would run: {node_runs} on "
+                  f"each node, {cluster_runs} once against the cluster")
 
 
 def _print_changes(changes: dict[str, Any] | None, site_name: str) -> None:

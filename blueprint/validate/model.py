@@ -32,6 +32,13 @@ KNOWN_LAYERS = (
 # A check layer that is deployed as part of another blueprint layer.
 LAYER_DEPLOYED_BY = {"security": "os"}
 
+# Checks that speak to the cluster's API or the AI platform's endpoints, not to a node: they
+# run once per site, on the controller, and their results carry this pseudo-node's name.
+CLUSTER = "cluster"
+CLUSTER_SCOPED = ("kubernetes.cluster.", "ai.")
+# The AI checks read their endpoints file (docs/ai-checks.md) from this variable.
+AI_ENDPOINTS_ENV = "BLUEPRINT_AI_ENDPOINTS"
+
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 DEFAULT_TIMEOUT = 60.0
 
@@ -39,6 +46,11 @@ DEFAULT_TIMEOUT = 60.0
 def layer_of(check_id: str) -> str:
     """The layer of a check: the first part of its id."""
     return check_id.split(".", 1)[0]
+
+
+def is_cluster_scoped(check_id: str) -> bool:
+    """Whether the check runs once per site against the cluster, not on each node."""
+    return check_id.startswith(CLUSTER_SCOPED)
 
 
 class Status(enum.StrEnum):
@@ -89,6 +101,31 @@ class Waiver:
 
 
 @dataclass(frozen=True)
+class ClusterTarget:
+    """Where the cluster-scoped checks look: the cluster's API and the AI platform's endpoints.
+
+    `kube_nodes` and `gpu_nodes` are the node names the site expects in the cluster and with
+    GPUs; None when the cluster is not the site's (`validate --kubeconfig` alone), where the
+    checks take the nodes the API lists and the nodes labelled as having GPUs.
+    """
+
+    kubeconfig: Path | None
+    kube_context: str | None = None
+    kube_nodes: list[str] | None = None
+    gpu_nodes: list[str] | None = None
+    ai_endpoints: Path | None = None
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "kubeconfig": str(self.kubeconfig) if self.kubeconfig else None,
+            "kube_context": self.kube_context,
+            "kube_nodes": self.kube_nodes,
+            "gpu_nodes": self.gpu_nodes,
+            "ai_endpoints": str(self.ai_endpoints) if self.ai_endpoints else None,
+        }
+
+
+@dataclass(frozen=True)
 class ValidationTarget:
     """What to validate: built by the orchestration code from the site and its blueprint.
 
@@ -106,6 +143,8 @@ class ValidationTarget:
     # What the deployed layers promise, handed to every check as `expected` (see
     # docs/validation.md): required packages, pinned versions, the CRI socket.
     context: dict[str, Any] = field(default_factory=dict)
+    # The cluster-scoped checks' target; without it they report not applicable.
+    cluster: ClusterTarget = field(default_factory=lambda: ClusterTarget(kubeconfig=None))
 
 
 class SuiteCheck(BaseModel):
@@ -136,6 +175,10 @@ class SuiteCheck(BaseModel):
     @property
     def counts_for_verdict(self) -> bool:
         return self.mandatory or self.show_stopper
+
+    @property
+    def cluster_scoped(self) -> bool:
+        return is_cluster_scoped(self.id)
 
 
 PORT = re.compile(r"^\d{1,5}/(tcp|udp)$")

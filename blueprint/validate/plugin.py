@@ -24,6 +24,9 @@ import pytest
 log = logging.getLogger(__name__)
 
 MAX_OUTPUT = 20_000
+# A skip reason that starts so is reported as not applicable (e.g. a component the site does
+# not deploy), never as a skip the operator might want to look at.
+NOT_APPLICABLE = "not applicable: "
 
 # Registry credentials can sit in containerd's config; nothing like them may reach a report.
 _SECRET_LINE = re.compile(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from typing import Any
 
 from blueprint.errors import BadInput
 from blueprint.validate.model import (
+    AI_ENDPOINTS_ENV,
+    CLUSTER,
     LAYER_DEPLOYED_BY,
     CheckResult,
     CommandRecord,
@@ -34,6 +37,7 @@ from blueprint.validate.model import (
     ValidationTarget,
     load_suite,
 )
+from blueprint.validate.plugin import NOT_APPLICABLE
 from blueprint.validate.report import write_outputs
 from blueprint.validate.verdict import apply_waivers, compute_verdict, waiver_states
 
@@ -92,10 +96,21 @@ def run_validation(
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = out_dir / "nodes"
     work_dir.mkdir(exist_ok=True)
+    node_checks = [c for c in applicable if not c.cluster_scoped]
+    cluster_checks, unrunnable = _cluster_runnable(target, applicable)
     try:
-        runs = _run_nodes(target, suite, applicable, work_dir, checks_dir)
+        # The cluster's checks run on the controller while the nodes run theirs.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            cluster_future = pool.submit(
+                _run_cluster, target, suite, cluster_checks, work_dir, checks_dir
+            )
+            runs = _run_nodes(target, suite, node_checks, work_dir, checks_dir)
+            cluster_run = cluster_future.result()
     finally:
         _close_connections(target)
+    if cluster_run is not None or unrunnable:
+        runs[CLUSTER] = cluster_run or NodeRun(CLUSTER, True)
+        runs[CLUSTER].results.update(unrunnable)
 
     results = merge_results(target, selected, applicable, runs)
     apply_waivers(results, target.waivers, today)
@@ -165,6 +180,8 @@ class ListedCheck:
     kind: str
     applicable: bool
     reason: str
+    # "node": on each node over SSH; "cluster": once per site, from the controller.
+    scope: str = "node"
 
 
 def list_checks(
@@ -186,14 +203,15 @@ def list_checks(
     for check in select_checks(suite, layers=layers, checks=checks, include_optional=True):
         kind = "show-stopper" if check.show_stopper else (
             "mandatory" if check.mandatory else "optional")
+        scope = CLUSTER if check.cluster_scoped else "node"
         if not is_applicable(check.layer, target.blueprint_layers):
             reason = _not_deployed(check.layer, target.blueprint_layers)
-            rows.append(ListedCheck(check.id, check.layer, kind, False, reason))
+            rows.append(ListedCheck(check.id, check.layer, kind, False, reason, scope))
         elif check.id not in wanted:
             reason = "optional: runs with --include-optional"
-            rows.append(ListedCheck(check.id, check.layer, kind, False, reason))
+            rows.append(ListedCheck(check.id, check.layer, kind, False, reason, scope))
         else:
-            rows.append(ListedCheck(check.id, check.layer, kind, True, ""))
+            rows.append(ListedCheck(check.id, check.layer, kind, True, "", scope))
     return rows
 
 
@@ -225,9 +243,7 @@ def _run_nodes(
 ) -> dict[str, NodeRun]:
     if not applicable or not target.nodes:
         return {}
-    selection = {c.id: {"timeout": c.timeout, "show_stopper": c.show_stopper} for c in applicable}
-    select_file = work_dir / "selection.json"
-    select_file.write_text(json.dumps(selection, indent=2), encoding="utf-8")
+    select_file = _write_selection(applicable, work_dir / "selection.json")
     for node in target.nodes:
         context = node_context(target, suite, node)
         (work_dir / f"context-{node.name}.json").write_text(
@@ -244,6 +260,89 @@ def _run_nodes(
             for node in target.nodes
         }
         return {name: future.result() for name, future in futures.items()}
+
+
+def _cluster_runnable(
+    target: ValidationTarget, applicable: list[SuiteCheck]
+) -> tuple[list[SuiteCheck], dict[str, dict[str, Any]]]:
+    """The cluster-scoped checks that can run, and an error record for each that cannot.
+
+    A layer that is deployed but whose target is missing (no kubeconfig, no AI endpoints
+    file) is an error, never skipped: the verdict must not pass on checks that never ran.
+    """
+    cluster = target.cluster
+    missing: dict[str, str] = {}
+    if cluster.kubeconfig is None or not cluster.kubeconfig.is_file():
+        where = f" at {cluster.kubeconfig}" if cluster.kubeconfig else ""
+        missing["kubernetes"] = (
+            f"no kubeconfig{where}: deploy the kubernetes layer (it fetches one to the state "
+            "folder) or pass --kubeconfig FILE"
+        )
+    if cluster.ai_endpoints is None or not cluster.ai_endpoints.is_file():
+        where = f" at {cluster.ai_endpoints}" if cluster.ai_endpoints else ""
+        missing["ai"] = (
+            f"no AI endpoints file{where}: pass --ai-endpoints FILE "
+            "(docs/ai-checks.md says what it holds)"
+        )
+    runnable, unrunnable = [], {}
+    for check in applicable:
+        if not check.cluster_scoped:
+            continue
+        if check.layer in missing:
+            unrunnable[check.id] = {"outcome": "error", "message": missing[check.layer]}
+        else:
+            runnable.append(check)
+    return runnable, unrunnable
+
+
+def _write_selection(checks: list[SuiteCheck], path: Path) -> Path:
+    selection = {c.id: {"timeout": c.timeout, "show_stopper": c.show_stopper} for c in checks}
+    path.write_text(json.dumps(selection, indent=2), encoding="utf-8")
+    return path
+
+
+def cluster_context(target: ValidationTarget, suite: Suite) -> dict[str, Any]:
+    """What the cluster-scoped checks expect (their `expected`): documented in
+    docs/validation.md."""
+    return {
+        "site": target.site_name,
+        "node": CLUSTER,
+        "check_layers": list(target.blueprint_layers),
+        "policy": suite.policy.model_dump(),
+        **target.cluster.context(),
+    }
+
+
+def _run_cluster(
+    target: ValidationTarget,
+    suite: Suite,
+    checks: list[SuiteCheck],
+    work_dir: Path,
+    checks_dir: Path,
+) -> NodeRun | None:
+    """One pytest run on the controller for the checks that speak to the cluster's API."""
+    if not checks:
+        return None
+    select_file = _write_selection(checks, work_dir / "selection-cluster.json")
+    context_file = work_dir / f"context-{CLUSTER}.json"
+    context_file.write_text(json.dumps(cluster_context(target, suite), indent=2),
+                            encoding="utf-8")
+    results_file = work_dir / f"results-{CLUSTER}.json"
+    command = [
+        *_pytest_base(checks_dir),
+        f"--junitxml={work_dir / f'pytest-{CLUSTER}.xml'}",
+        f"--bp-select={select_file}",
+        f"--bp-results={results_file}",
+        f"--bp-node={CLUSTER}",
+        f"--bp-context={context_file}",
+    ]
+    env = dict(os.environ)
+    if target.cluster.ai_endpoints is not None:
+        env[AI_ENDPOINTS_ENV] = str(target.cluster.ai_endpoints)
+    else:
+        env.pop(AI_ENDPOINTS_ENV, None)
+    budget = sum(c.timeout for c in checks) + 60
+    return _run_pytest(CLUSTER, command, env, results_file, work_dir, checks_dir, budget)
 
 
 def ssh_command(target: ValidationTarget, node: NodeTarget, *args: str) -> list[str]:
@@ -276,26 +375,39 @@ def _run_node(
 
     results_file = work_dir / f"results-{node.name}.json"
     command = pytest_command(target, node, select_file, results_file, work_dir, checks_dir)
+    return _run_pytest(node.name, command, None, results_file, work_dir, checks_dir, budget)
+
+
+def _run_pytest(
+    name: str,
+    command: list[str],
+    env: dict[str, str] | None,
+    results_file: Path,
+    work_dir: Path,
+    checks_dir: Path,
+    budget: float,
+) -> NodeRun:
     log.debug("run: %s", shlex.join(command))
+    log_file = work_dir / f"pytest-{name}.log"
     try:
         run = subprocess.run(
-            command, capture_output=True, text=True, timeout=budget, cwd=checks_dir
+            command, capture_output=True, text=True, timeout=budget, cwd=checks_dir, env=env
         )
-        (work_dir / f"pytest-{node.name}.log").write_text(run.stdout + run.stderr)
+        log_file.write_text(run.stdout + run.stderr)
         # The last error line says why, e.g. a check module that does not import.
         errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("E ")]
         exit_note = f"pytest exited {run.returncode}"
         if errors:
             exit_note += f": {errors[-1][1:].strip()}"
-        exit_note += f"; log {work_dir / f'pytest-{node.name}.log'}"
+        exit_note += f"; log {log_file}"
     except subprocess.TimeoutExpired:
         exit_note = f"pytest did not finish within {budget:g} s and was stopped"
 
     if not results_file.exists():
-        return NodeRun(node.name, True, problem=f"no results recorded ({exit_note})")
+        return NodeRun(name, True, problem=f"no results recorded ({exit_note})")
     data = json.loads(results_file.read_text(encoding="utf-8"))
     return NodeRun(
-        node.name,
+        name,
         True,
         results={r["id"]: r for r in data["results"]},
         collected=set(data["collected"]),
@@ -313,6 +425,19 @@ def pytest_command(
 ) -> list[str]:
     """The pytest command line of one node's run."""
     return [
+        *_pytest_base(checks_dir),
+        f"--hosts=ssh://{node.name}",
+        f"--ssh-config={target.ssh_config}",
+        f"--junitxml={work_dir / f'pytest-{node.name}.xml'}",
+        f"--bp-select={select_file}",
+        f"--bp-results={results_file}",
+        f"--bp-node={node.name}",
+        f"--bp-context={work_dir / f'context-{node.name}.json'}",
+    ]
+
+
+def _pytest_base(checks_dir: Path) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "pytest",
@@ -326,13 +451,6 @@ def pytest_command(
         "-p",
         "blueprint.validate.plugin",
         "-q",
-        f"--hosts=ssh://{node.name}",
-        f"--ssh-config={target.ssh_config}",
-        f"--junitxml={work_dir / f'pytest-{node.name}.xml'}",
-        f"--bp-select={select_file}",
-        f"--bp-results={results_file}",
-        f"--bp-node={node.name}",
-        f"--bp-context={work_dir / f'context-{node.name}.json'}",
     ]
 
 
@@ -342,14 +460,15 @@ def merge_results(
     applicable: list[SuiteCheck],
     runs: dict[str, NodeRun],
 ) -> list[CheckResult]:
-    """One result per selected check per node, in suite order."""
+    """One result per selected check per node (cluster-scoped: one per site), in suite order."""
     applicable_ids = {c.id for c in applicable}
     results = []
     for check in selected:
-        for node in target.nodes:
+        names = [CLUSTER] if check.cluster_scoped else [node.name for node in target.nodes]
+        for name in names:
             result = CheckResult(
                 check_id=check.id,
-                node=node.name,
+                node=name,
                 status=Status.NOT_APPLICABLE,
                 mandatory=check.mandatory,
                 show_stopper=check.show_stopper,
@@ -357,7 +476,7 @@ def merge_results(
             if check.id not in applicable_ids:
                 result.message = _not_deployed(check.layer, target.blueprint_layers)
             else:
-                _fill_from_run(result, runs[node.name])
+                _fill_from_run(result, runs[name])
             results.append(result)
     return results
 
@@ -370,6 +489,10 @@ def _fill_from_run(result: CheckResult, run: NodeRun) -> None:
         result.commands = list(run.commands)
     elif recorded is not None:
         result.status = Status(recorded["outcome"])
+        if result.status is Status.SKIPPED and recorded.get("message", "").startswith(
+            NOT_APPLICABLE
+        ):
+            result.status = Status.NOT_APPLICABLE
         result.duration = float(recorded.get("duration", 0.0))
         result.message = str(recorded.get("message", ""))
         result.commands = [CommandRecord.from_json(c) for c in recorded.get("commands", [])]

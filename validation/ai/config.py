@@ -17,11 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from blueprint.errors import BadInput
 from blueprint.secrets import REDACTOR
+from blueprint.validate.model import AI_ENDPOINTS_ENV
 from blueprint.yamlfile import load_yaml
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS_ENV = "BLUEPRINT_AI_ENDPOINTS"
+ENDPOINTS_ENV = AI_ENDPOINTS_ENV
 
 COMPONENTS = ("jupyterhub", "mlflow", "flower", "prometheus", "pipelines", "serving")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from blueprint.validate.plugin import CheckFailed
+from blueprint.validate.plugin import NOT_APPLICABLE, CheckFailed
 
 # validation/ is not an installed package; the runner starts pytest inside validation/checks.
 _REPO = str(Path(__file__).resolve().parents[2])
@@ -27,8 +27,6 @@ from validation.ai.config import AiEndpoints, endpoints_from_env  # noqa: E402
 from validation.ai.result import AiCheckResult  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-NOT_APPLICABLE = "not applicable: "
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from blueprint.errors import BadInput, ExitCode
-from blueprint.validate.model import NodeTarget, Status, ValidationTarget, Verdict, load_suite
+from blueprint.validate.model import (
+    NodeTarget,
+    Status,
+    SuiteCheck,
+    ValidationTarget,
+    Verdict,
+    load_suite,
+)
 from blueprint.validate.runner import (
     NodeRun,
     is_applicable,
@@ -98,8 +105,10 @@ def test_merge_marks_missing_and_not_applicable(tmp_path: Path) -> None:
     selected = [
         c
         for c in suite.checks
-        if c.id in {"os.swap_off", "gpu.driver.loaded", "kubernetes.nodes.ready"}
+        if c.id in {"os.swap_off", "gpu.driver.loaded"}
     ]
+    # An entry whose check is not written (not collected by the node's run).
+    selected.append(SuiteCheck(id="kubernetes.unwritten", mandatory=True))
     applicable = [c for c in selected if c.layer != "gpu"]
     record = {
         "id": "os.swap_off",
@@ -118,8 +127,8 @@ def test_merge_marks_missing_and_not_applicable(tmp_path: Path) -> None:
     assert results["os.swap_off", "n1"].status is Status.SKIPPED
     assert results["gpu.driver.loaded", "n1"].status is Status.NOT_APPLICABLE
     assert "layer 'gpu' is not deployed" in results["gpu.driver.loaded", "n1"].message
-    assert results["kubernetes.nodes.ready", "n1"].status is Status.ERROR
-    assert "no check with this id exists" in results["kubernetes.nodes.ready", "n1"].message
+    assert results["kubernetes.unwritten", "n1"].status is Status.ERROR
+    assert "no check with this id exists" in results["kubernetes.unwritten", "n1"].message
     assert results["os.swap_off", "n2"].status is Status.ERROR
     assert results["gpu.driver.loaded", "n2"].status is Status.NOT_APPLICABLE
 
@@ -278,9 +287,10 @@ def test_list_says_per_check_whether_it_runs_and_why_not(tmp_path: Path) -> None
     assert rows["os.swap_off"].applicable and rows["os.swap_off"].kind == "mandatory"
     assert not rows["os.journald_limit"].applicable
     assert rows["os.journald_limit"].reason == "optional: runs with --include-optional"
-    assert not rows["kubernetes.nodes.ready"].applicable
-    assert rows["kubernetes.nodes.ready"].kind == "show-stopper"
-    assert rows["kubernetes.nodes.ready"].reason.startswith("layer 'kubernetes' is not deployed")
+    nodes_ready = rows["kubernetes.cluster.nodes_ready"]
+    assert not nodes_ready.applicable
+    assert (nodes_ready.kind, nodes_ready.scope) == ("show-stopper", "cluster")
+    assert nodes_ready.reason.startswith("layer 'kubernetes' is not deployed")
     assert rows["hardware.cpu.count"].applicable
     with_optional = {row.check_id: row for row in list_checks(target, include_optional=True)}
     assert with_optional["os.journald_limit"].applicable
