@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from blueprint.validate.model import (
+    CLUSTER,
     KNOWN_LAYERS,
     CheckResult,
     ReportPaths,
@@ -66,7 +67,8 @@ def summary(report: ValidationReport, waiver_states: list[tuple[Waiver, str]]) -
         "duration": round((report.finished - report.started).total_seconds(), 3),
         "verdict": report.verdict.value,
         "exit_code": int(report.exit_code),
-        "nodes": sorted({r.node for r in report.results}),
+        # The site's nodes, then the cluster-scoped checks' pseudo-node.
+        "nodes": sorted({r.node for r in report.results}, key=lambda n: (n == CLUSTER, n)),
         "counts": counts(report.results),
         "counts_by_layer": by_layer,
         "waivers": [_waiver_json(w) | {"state": state} for w, state in waiver_states],

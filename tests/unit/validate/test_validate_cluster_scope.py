@@ -6,7 +6,9 @@ the way `blueprint validate` runs the Kubernetes-API and AI checks; no node is i
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,18 @@ from blueprint.validate.model import (
     CLUSTER,
     CheckResult,
     ClusterTarget,
+    ReportPaths,
     Status,
+    ValidationReport,
     ValidationTarget,
     Verdict,
     is_cluster_scoped,
 )
+from blueprint.validate.report import summary
 from blueprint.validate.runner import run_validation
 from blueprint.validation import cluster_suite, kubeconfig_context
+
+MakeResult = Callable[..., CheckResult]
 
 CLUSTER_CHECKS = """
 import os
@@ -114,6 +121,15 @@ def test_cluster_checks_run_once_on_the_controller(tmp_path: Path) -> None:
     assert context["node"] == CLUSTER
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nodes"] == [CLUSTER]
+
+
+def test_the_cluster_column_comes_after_the_nodes(make_result: MakeResult) -> None:
+    results = [make_result("os.swap_off", "zz-node"), make_result("os.swap_off", "a-node"),
+               make_result("kubernetes.cluster.nodes_ready", CLUSTER)]
+    now = dt.datetime.now(dt.UTC)
+    report = ValidationReport("edge", "ai-edge", now, now, Verdict.PASSED, results, [],
+                              ReportPaths([], Path("summary.json"), Path("report.html")))
+    assert summary(report, [])["nodes"] == ["a-node", "zz-node", CLUSTER]
 
 
 def test_missing_kubeconfig_or_endpoints_is_an_error_never_a_pass(tmp_path: Path) -> None:
