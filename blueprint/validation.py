@@ -41,6 +41,11 @@ PINNED_PACKAGES = {"containerd": "containerd"}
 # Where the CRI plugin of the runtime layer listens (containerd's default grpc address).
 CRI_SOCKET = "/run/containerd/containerd.sock"
 
+# The local-path folder's owner and mode, as roles/storage/tasks/main.yml sets them (not a
+# role variable; a unit test reads the task so that the two cannot drift apart).
+LOCAL_PATH_OWNER = "root:root"
+LOCAL_PATH_MODE = "755"
+
 SUMMARY = Path("validation") / "summary.json"
 
 # Where a deploy leaves the cluster's admin kubeconfig and the AI platform's endpoints file
@@ -88,12 +93,14 @@ def _role_defaults(role: str) -> dict[str, Any]:
 
 
 def expectations(loaded: LoadedSite, layers: list[str]) -> dict[str, Any]:
-    """What the deployed layers promise on every node: packages, pinned versions, CRI socket.
+    """What the deployed layers promise on every node: packages, pinned versions, CRI socket,
+    the storage classes' preparation.
 
     Taken from the same role variables a deploy uses (role defaults, the blueprint's layer
     options, the site's overrides), so the checks expect what the roles were asked to do.
     """
-    variables = {**_role_defaults("os_baseline"), **_role_defaults("container_runtime")}
+    variables = {**_role_defaults("os_baseline"), **_role_defaults("container_runtime"),
+                 **_role_defaults("storage")}
     variables.update(role_variables(loaded))
 
     required: list[str] = []
@@ -117,6 +124,42 @@ def expectations(loaded: LoadedSite, layers: list[str]) -> dict[str, Any]:
     return {
         "packages": {"required": sorted(set(required)), "pins": pins},
         "runtime": {"cri_socket": CRI_SOCKET},
+        "storage": storage_expectations(loaded, variables),
+    }
+
+
+def storage_expectations(loaded: LoadedSite, variables: dict[str, Any]) -> dict[str, Any]:
+    """What the storage role was asked to prepare, as roles/storage/vars/main.yml derives it.
+
+    Per-node parts are keyed by node name (`nfs_server`, `ceph_devices`): each check picks its
+    own node's from `expected["node"]`. The site's values were checked when it was loaded
+    (blueprint/kube/storage.py); unknown classes never reach this point.
+    """
+    classes = [str(name) for name in variables.get("storage_classes") or ["local-path"]]
+    packages = variables.get("storage_packages") or {}
+
+    # The role serves NFS from the first node of the inventory's storage group: the first
+    # node with node role storage, in site order.
+    storage_nodes = [node.name for node in loaded.site.nodes if "storage" in node.roles]
+    nfs = "nfs" in classes and bool(storage_nodes)
+    exports = (variables.get("storage_nfs_exports") or []) if nfs else []
+    server_packages = (variables.get("storage_nfs_server_packages") or []) if nfs else []
+    devices = (variables.get("storage_ceph_devices") or {}) if "rook-ceph" in classes else {}
+
+    local_path = None
+    if "local-path" in classes:
+        local_path = {"dir": str(variables.get("storage_local_path_dir")),
+                      "owner": LOCAL_PATH_OWNER, "mode": LOCAL_PATH_MODE}
+    return {
+        "classes": classes,
+        "local_path": local_path,
+        "packages": {name: [str(p) for p in packages[name]]
+                     for name in classes if packages.get(name)},
+        "nfs_server": storage_nodes[0] if nfs else None,
+        "nfs_server_packages": [str(p) for p in server_packages],
+        "nfs_exports": [str(export["path"]) for export in exports],
+        "ceph_devices": {str(node): [str(path) for path in paths]
+                         for node, paths in devices.items()},
     }
 
 

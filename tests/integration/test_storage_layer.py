@@ -12,10 +12,16 @@ overlay root has none, so the test mounts a tmpfs on the export folder (as a rea
 data disk there); and nspawn's seccomp filter refuses `open_by_handle_at` (EPERM, measured), so
 the export's contents cannot be read through NFS in a lab node. What is proven is that the
 export is served: another node lists it in the server's NFSv4 pseudo filesystem.
+
+After the deploy, the storage layer's checks (validation/checks/test_storage.py, run by the
+real runner with a suite of only those checks, since the lab suite has none) pass; three real
+faults, one per node, fail exactly their check on exactly their node, and repairing them makes
+the layer green again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -30,11 +36,13 @@ import yaml
 from rich.console import Console
 
 from blueprint.deploy import DeployOutcome, deploy
-from blueprint.errors import DeployFailed
+from blueprint.errors import DeployFailed, ExitCode
 from blueprint.lab.node import read_nspawn_pid
 from blueprint.lab.paths import node_dir
 from blueprint.loader import load_site
 from blueprint.state import StateDir
+from blueprint.validate import Status, ValidationReport, run_validation
+from blueprint.validation import build_target
 
 if TYPE_CHECKING:
     from tests.integration.conftest import LabHandle
@@ -47,6 +55,9 @@ LAB_STAGE = 45
 STORAGE, CLIENT, DISKS = 1, 0, 2  # lab node indexes: NFS server, NFS client, loop devices
 EXPORT = "/srv/nfs/models"
 LISTED_RAW, LISTED_EXT4, UNLISTED = "/dev/bp-raw", "/dev/bp-ext4", "/dev/bp-unlisted"
+LOCAL_PATH = "/opt/local-path-provisioner"
+STORAGE_CHECKS = ["storage.local_path.dir", "storage.packages", "storage.nfs.server",
+                  "storage.iscsid.active", "storage.ceph.devices_raw"]
 
 
 @dataclass
@@ -55,6 +66,9 @@ class StorageLab:
     site_file: Path
     state: StateDir
     images: dict[str, Path]
+    # The host's loop device behind each device file of the node.
+    loops: dict[str, str]
+    suite_file: Path
 
     def write_site(self, devices: list[str]) -> None:
         data = yaml.safe_load(self.site_file.read_text())
@@ -64,6 +78,12 @@ class StorageLab:
     def deploy(self, **kwargs: object) -> DeployOutcome:
         return deploy(load_site(self.site_file), self.state, Console(file=io.StringIO()),
                       **kwargs)  # type: ignore[arg-type]
+
+    def validate(self, out: Path) -> ValidationReport:
+        """The storage checks on every node, by the real runner, as `blueprint validate`."""
+        target = build_target(load_site(self.site_file), self.state)
+        target = dataclasses.replace(target, suite_file=self.suite_file)
+        return run_validation(target, out)
 
 
 def _in_node(pid: int, command: list[str]) -> None:
@@ -83,7 +103,7 @@ def storage(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     # Three loop devices on the host, handed to one node as device files.
     images: dict[str, Path] = {}
-    loops: list[str] = []
+    loops: dict[str, str] = {}
 
     def node_init(index: int) -> int:
         # The node's current systemd-nspawn (a node that rebooted has a new one), then
@@ -108,7 +128,7 @@ def storage(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
             loop = subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
                                   capture_output=True, text=True).stdout.strip()
-            loops.append(loop)
+            loops[device] = loop
             minor = os.minor(os.stat(loop).st_rdev)
             _in_node(child, ["mknod", device, "b", "7", str(minor)])
             images[device] = image
@@ -127,10 +147,17 @@ def storage(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "name": "storage-lab", "version": "0.1.0",
             "description": "The lab's OS layer and storage host preparation",
             "layers": [{"name": "os_baseline", "roles": ["os_baseline"]},
-                       {"name": "storage", "roles": ["storage"]}],
+                       {"name": "storage", "roles": ["storage"], "validates": ["storage"]}],
             "validation": {"suite": "lab"},
         }, sort_keys=False))
-        ctx = StorageLab(lab, site_dir / "site.yaml", StateDir.for_site(site_dir), images)
+        # The lab suite has no storage check (the lab blueprint deploys no storage layer).
+        suite_file = work / "storage-suite.yaml"
+        suite_file.write_text(yaml.safe_dump({
+            "name": "storage-lab",
+            "checks": [{"id": check, "mandatory": True} for check in STORAGE_CHECKS],
+        }, sort_keys=False))
+        ctx = StorageLab(lab, site_dir / "site.yaml", StateDir.for_site(site_dir), images,
+                         loops, suite_file)
         ctx.write_site([LISTED_RAW])
         ctx.deploy(requested=["os_baseline"])
         yield ctx
@@ -138,7 +165,7 @@ def storage(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         for device in images:
             subprocess.run(["nsenter", "-t", str(child), "-m", "--", "rm", "-f", device],
                            check=False, capture_output=True)
-        for loop in loops:
+        for loop in loops.values():
             subprocess.run(["losetup", "-d", loop], check=False)
         # nfs-ganesha was started by the role on the storage node: stop it there.
         lab.ssh(names[STORAGE], "systemctl disable --now nfs-ganesha", check=False)
@@ -201,3 +228,69 @@ def test_nfs_export_is_served_and_seen_from_another_node_with_a_userspace_client
     top = storage.lab.ssh(client, f"nfs-ls 'nfs://{server.address}/?version=4'", timeout=60)
 
     assert [line.split()[-1] for line in top.stdout.splitlines()] == [Path(EXPORT).parts[1]]
+
+
+def _statuses(report: ValidationReport) -> dict[tuple[str, str], Status]:
+    return {(r.check_id, r.node): r.status for r in report.results}
+
+
+def test_storage_checks_pass_on_the_prepared_nodes(storage: StorageLab, tmp_path: Path) -> None:
+    names = [node.name for node in storage.lab.nodes]
+
+    report = storage.validate(tmp_path / "green")
+
+    passed, skipped = Status.PASSED, Status.SKIPPED
+    wanted: dict[tuple[str, str], Status] = {}
+    for index, name in enumerate(names):
+        wanted |= {
+            ("storage.local_path.dir", name): passed,
+            ("storage.packages", name): passed,
+            ("storage.nfs.server", name): passed if index == STORAGE else skipped,
+            # The lab kernel has no iscsi_tcp: host-owned in a container, never passed.
+            ("storage.iscsid.active", name): skipped,
+            ("storage.ceph.devices_raw", name): passed if index == DISKS else skipped,
+        }
+    assert _statuses(report) == wanted
+    assert report.exit_code is ExitCode.OK
+    messages = {(r.check_id, r.node): r.message for r in report.results}
+    assert "host-owned in a container" in messages[("storage.iscsid.active", names[0])]
+    assert "iscsi_tcp" in messages[("storage.iscsid.active", names[0])]
+    assert f"the NFS server is {names[STORAGE]}" in messages[("storage.nfs.server", names[0])]
+    # Only the listed device was opened: no command names the other two device files.
+    commands = " ".join(c.command for r in report.results for c in r.commands)
+    assert LISTED_RAW in commands
+    assert LISTED_EXT4 not in commands and UNLISTED not in commands
+
+
+def test_each_storage_fault_fails_exactly_its_check_on_its_node_until_repaired(
+    storage: StorageLab, tmp_path: Path,
+) -> None:
+    lab, names = storage.lab, [node.name for node in storage.lab.nodes]
+    loop = storage.loops[LISTED_RAW]
+    wanted = {
+        ("storage.local_path.dir", names[CLIENT]): f"seen: {LOCAL_PATH}: missing",
+        ("storage.nfs.server", names[STORAGE]): "seen: nfs-ganesha.service inactive",
+        ("storage.ceph.devices_raw", names[DISKS]): f"seen: {LISTED_RAW} signature ext4",
+    }
+
+    # One fault per node; the filesystem is written on the host, through the node's loop device.
+    try:
+        lab.ssh(names[CLIENT], f"rmdir {LOCAL_PATH}")
+        lab.ssh(names[STORAGE], "systemctl stop nfs-ganesha")
+        subprocess.run(["mkfs.ext4", "-q", "-F", loop], check=True, timeout=60)
+        report = storage.validate(tmp_path / "faulty")
+    finally:
+        lab.ssh(names[CLIENT], f"mkdir -p -m 0755 {LOCAL_PATH}", check=False)
+        lab.ssh(names[STORAGE], "systemctl start nfs-ganesha", check=False)
+        subprocess.run(["wipefs", "-a", "-q", loop], check=False, timeout=60)
+
+    assert report.failed_checks() | report.errored_checks() == set(wanted)
+    assert report.exit_code is ExitCode.VALIDATION_FAILED
+    for (check, name), reason in wanted.items():
+        [message] = [r.message for r in report.results if (r.check_id, r.node) == (check, name)]
+        assert message.startswith(reason), message
+
+    repaired = storage.validate(tmp_path / "repaired")
+
+    assert repaired.failed_checks() | repaired.errored_checks() == set()
+    assert repaired.exit_code is ExitCode.OK
