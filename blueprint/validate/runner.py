@@ -211,6 +211,7 @@ def node_context(target: ValidationTarget, suite: Suite, node: NodeTarget) -> di
         "node": node.name,
         "node_roles": list(node.node_roles),
         "hardware": node.hardware,
+        "bmc": node.bmc,
         "check_layers": list(target.blueprint_layers),
         "policy": suite.policy.model_dump(),
     }
@@ -278,8 +279,10 @@ def _run_node(
     command = pytest_command(target, node, select_file, results_file, work_dir, checks_dir)
     log.debug("run: %s", shlex.join(command))
     try:
+        # The BMC password reaches the checks only through this process's environment.
         run = subprocess.run(
-            command, capture_output=True, text=True, timeout=budget, cwd=checks_dir
+            command, capture_output=True, text=True, timeout=budget, cwd=checks_dir,
+            env=node.check_environment(),
         )
         (work_dir / f"pytest-{node.name}.log").write_text(run.stdout + run.stderr)
         # The last error line says why, e.g. a check module that does not import.
