@@ -14,7 +14,7 @@ import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -36,6 +36,12 @@ from blueprint.validation import build_target
 from validation.checks import test_hardware_bmc as checks
 
 from .conftest import BOOT_MAC, PASSWORD, SYSTEM_UUID, USERNAME, Emulator
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import LabHandle
+
+# The lab test only reads the nodes: it may run before any deploy changes them.
+LAB_STAGE = 5
 
 CANARY = "bmc-canary"  # the start of conftest's PASSWORD
 CHECKS = {
@@ -307,13 +313,7 @@ def vault_site(emulator: Emulator, tmp_path: Path,
         monkeypatch.delenv(f"BLUEPRINT_BMC_{key}_PASSWORD", raising=False)
     folder = tmp_path / "site"
     site = write_site(folder, emulator, {"worker": EMULATOR_FITS}, bare_node=True)
-    vault_password = tmp_path / "vault-password"
-    vault_password.write_text("vault-pass-for-bmc-checks\n")
-    plain = yaml.safe_dump({"bmc_credentials": {"bm1": {"username": USERNAME,
-                                                        "password": PASSWORD}}})
-    secret = VaultSecret(b"vault-pass-for-bmc-checks")
-    (folder / "secrets.yaml").write_bytes(VaultLib([("default", secret)]).encrypt(plain))
-    monkeypatch.setenv(PASSWORD_FILE_ENV, str(vault_password))
+    encrypt_vault(folder, monkeypatch, {"bm1": {"username": USERNAME, "password": PASSWORD}})
     yield site
 
 
@@ -385,4 +385,75 @@ def test_a_whole_validation_run_writes_no_password(
     assert {r.status for r in report.results} == {Status.ERROR}
     contexts = sorted(p.name for p in (tmp_path / "out" / "nodes").glob("context-*.json"))
     assert contexts == ["context-edge-bm-1.json", "context-edge-plain-1.json"]
+    assert files_with(tmp_path, CANARY) == []
+
+
+def encrypt_vault(folder: Path, monkeypatch: pytest.MonkeyPatch, entries: dict[str, Any]) -> None:
+    """secrets.yaml beside the site, encrypted; its password in a file named by the env."""
+    password = folder / "vault-password"
+    password.write_text("vault-pass-for-bmc-checks\n")
+    plain = yaml.safe_dump({"bmc_credentials": entries})
+    secret = VaultSecret(b"vault-pass-for-bmc-checks")
+    (folder / "secrets.yaml").write_bytes(VaultLib([("default", secret)]).encrypt(plain))
+    monkeypatch.setenv(PASSWORD_FILE_ENV, str(password))
+
+
+@pytest.mark.lab
+def test_lab_validation_run_reads_the_bmc_from_the_controller(
+    lab: LabHandle, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The whole path of `blueprint validate`: a lab site whose first node has a BMC (the
+    # emulator, named by its system id, credentials in the vault); the runner proves SSH,
+    # writes each node's context and runs its pytest, where the node-side check reads the
+    # node over SSH and the BMC checks read Redfish from the controller.
+    for key in ("BM1", "GPU1"):
+        monkeypatch.delenv(f"BLUEPRINT_BMC_{key}_USERNAME", raising=False)
+        monkeypatch.delenv(f"BLUEPRINT_BMC_{key}_PASSWORD", raising=False)
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "bmc-ca.pem").write_bytes((emulator.ca or Path()).read_bytes())
+    profile = {**EMULATOR_FITS, "min_nics": 1}
+    blueprint = {"name": "bmc-lab", "version": "1",
+                 "layers": [{"name": "os_baseline", "roles": ["os_baseline"]}],
+                 "hardware": {"control-plane": profile, "worker": profile},
+                 "validation": {"suite": "lab"}}
+    (folder / "bmc-lab.yaml").write_text(yaml.safe_dump(blueprint))
+    data = lab.site_data("bmc-lab", "bmc-lab.yaml")
+    first = data["nodes"][0]["name"]
+    data["nodes"][0]["bmc"] = {"address": emulator.url, "credentials": "bm1",
+                               "ca": "bmc-ca.pem", "system": SYSTEM_UUID, "timeout": 20}
+    (folder / "site.yaml").write_text(yaml.safe_dump(data))
+    encrypt_vault(folder, monkeypatch, {"bm1": {"username": USERNAME, "password": PASSWORD}})
+    suite = tmp_path / "bmc-lab-suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "bmc-lab", "checks": [
+        {"id": "hardware.cpu.count", "mandatory": True},
+        *({"id": check, "mandatory": True, "timeout": 120} for check in CHECKS)]}))
+    target = dataclasses.replace(target_of(folder / "site.yaml", tmp_path / "state"),
+                                 suite_file=suite, blueprint_layers=["hardware"])
+
+    report = run_validation(target, tmp_path / "run")
+
+    by_node: dict[str, dict[str, Status]] = {}
+    for result in report.results:
+        by_node.setdefault(result.node, {})[result.check_id] = result.status
+    assert by_node[first] == {
+        "hardware.cpu.count": Status.PASSED,
+        "hardware.bmc.reachable": Status.PASSED,
+        "hardware.bmc.cpu_count": Status.SKIPPED,
+        "hardware.bmc.memory_size": Status.SKIPPED,
+        "hardware.bmc.disk_size": Status.PASSED,
+        "hardware.bmc.nic_count": Status.PASSED,
+        "hardware.bmc.gpu_count": Status.SKIPPED,
+        "hardware.bmc.boot_mode": Status.PASSED,
+        "hardware.bmc.secure_boot": Status.PASSED,
+        "hardware.bmc.bios_attributes": Status.SKIPPED,
+        "hardware.bmc.firmware_versions": Status.PASSED,
+    }, [(r.check_id, r.message) for r in report.results if r.node == first]
+    for node in data["nodes"][1:]:
+        assert by_node[node["name"]]["hardware.cpu.count"] is Status.PASSED
+        assert {status for check, status in by_node[node["name"]].items()
+                if check.startswith("hardware.bmc.")} == {Status.SKIPPED}
+    skipped = [r.message for r in report.results
+               if r.node != first and r.check_id == "hardware.bmc.reachable"]
+    assert set(skipped) == {"no BMC in the site file"}
     assert files_with(tmp_path, CANARY) == []
