@@ -58,7 +58,14 @@ class BmcReader:
 
     def read(self) -> Reading:
         if self._reading is None:
-            self._reading = self._read()
+            try:
+                self._reading = self._read()
+            except BmcUnusable:
+                raise
+            except BaseException as exc:
+                # Cut by the check's timeout (or worse): the next checks say so, at once.
+                self._reading = Reading(problem=f"reading the BMC stopped: {exc}")
+                raise
         return self._reading
 
     def _read(self) -> Reading:

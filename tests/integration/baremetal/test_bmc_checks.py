@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -284,6 +285,47 @@ def test_a_boot_mac_the_bmc_does_not_have_fails_reachable(
         "node's boot MAC 52:54:00:99:99:99 among them (is this node's BMC?)"))
 
 
+def test_a_system_id_the_bmc_does_not_have_fails_reachable(
+    emulator: Emulator, credentials: Callable[[str], None], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    credentials(PASSWORD)
+    site = write_site(tmp_path, emulator, {"worker": EMULATOR_FITS})
+    data = yaml.safe_load(site.read_text())
+    data["nodes"][0]["bmc"]["system"] = "not-this-one"
+    site.write_text(yaml.safe_dump(data))
+
+    results = run_checks(target_of(site, tmp_path / "s"), "edge-bm-1", suite_file(tmp_path),
+                         monkeypatch)
+
+    assert results["hardware.bmc.reachable"][0] == "failed"
+    assert results["hardware.bmc.reachable"][1].startswith(
+        f"seen: node edge-bm-1: BMC {emulator.url}: system 'not-this-one' is not there; it "
+        f"has {SYSTEM_UUID}; expected: ")
+
+
+def test_a_bmc_that_never_answers_is_read_once(
+    silent_bmc: str, emulator: Emulator, credentials: Callable[[str], None], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    credentials(PASSWORD)
+    site = write_site(tmp_path, emulator, {"worker": EMULATOR_FITS})
+    data = yaml.safe_load(site.read_text())
+    data["nodes"][0]["bmc"].update({"address": silent_bmc, "timeout": 1})
+    site.write_text(yaml.safe_dump(data))
+
+    started = time.monotonic()
+    results = run_checks(target_of(site, tmp_path / "s"), "edge-bm-1", suite_file(tmp_path),
+                         monkeypatch)
+
+    assert results["hardware.bmc.reachable"][0] == "failed"
+    assert f"BMC {silent_bmc}: connect: no answer within 1 s" in (
+        results["hardware.bmc.reachable"][1])
+    assert results["hardware.bmc.boot_mode"][0] == "error"
+    # One read for all ten checks: the answer that never came is waited for once.
+    assert time.monotonic() - started < 10
+
+
 def test_node_without_bmc_skips_and_missing_credentials_are_an_error(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -322,6 +364,29 @@ def files_with(root: Path, needle: str) -> list[str]:
             if path.is_file() and needle.encode() in path.read_bytes()]
 
 
+def plugin_run(target: ValidationTarget, node: NodeTarget, work: Path, suite: Path, *,
+               timeout: float) -> dict[str, dict[str, Any]]:
+    """The node's pytest run as the runner starts it (its files, command line and
+    environment), with testinfra's local backend for the node's shell instead of SSH: the
+    BMC checks do not use it. Returns the plugin's record per check."""
+    work.mkdir()
+    select = work / "selection.json"
+    select.write_text(json.dumps({check: {"timeout": timeout} for check in CHECKS}))
+    results_file = work / f"results-{node.name}.json"
+    (work / f"context-{node.name}.json").write_text(
+        json.dumps(node_context(target, load_suite(suite), node), indent=2))
+    command = [
+        "--hosts=local://" if arg.startswith("--hosts=") else arg
+        for arg in pytest_command(target, node, select, results_file, work, CHECKS_DIR)
+        if not arg.startswith("--ssh-config=")
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=CHECKS_DIR,
+                         env=node.check_environment(), check=False)
+    (work / f"pytest-{node.name}.log").write_text(run.stdout + run.stderr)
+    assert results_file.is_file(), run.stdout[-3000:]
+    return {r["id"]: r for r in json.loads(results_file.read_text())["results"]}
+
+
 def test_checks_in_the_plugin_run_get_the_vault_password_only_from_the_environment(
     vault_site: Path, tmp_path: Path,
 ) -> None:
@@ -331,26 +396,9 @@ def test_checks_in_the_plugin_run_get_the_vault_password_only_from_the_environme
     assert node.bmc_password == PASSWORD
     assert CANARY not in repr(target)
 
-    # The runner's files and command line, with testinfra's local backend for the node's
-    # shell (these checks do not use it) instead of SSH to a node.
     work = tmp_path / "run"
-    work.mkdir()
-    suite = suite_file(tmp_path)
-    select = work / "selection.json"
-    select.write_text(json.dumps({check: {"timeout": 120} for check in CHECKS}))
-    results_file = work / "results-edge-bm-1.json"
-    (work / "context-edge-bm-1.json").write_text(
-        json.dumps(node_context(target, load_suite(suite), node), indent=2))
-    command = [
-        "--hosts=local://" if arg.startswith("--hosts=") else arg
-        for arg in pytest_command(target, node, select, results_file, work, CHECKS_DIR)
-        if not arg.startswith("--ssh-config=")
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=CHECKS_DIR,
-                         env=node.check_environment(), check=False)
-    (work / "pytest-edge-bm-1.log").write_text(run.stdout + run.stderr)
+    recorded = plugin_run(target, node, work, suite_file(tmp_path), timeout=120)
 
-    recorded = {r["id"]: r for r in json.loads(results_file.read_text())["results"]}
     assert {k: r["outcome"] for k, r in recorded.items()} == {
         "hardware.bmc.reachable": "passed",
         "hardware.bmc.cpu_count": "skipped",
@@ -362,7 +410,7 @@ def test_checks_in_the_plugin_run_get_the_vault_password_only_from_the_environme
         "hardware.bmc.secure_boot": "passed",
         "hardware.bmc.bios_attributes": "skipped",
         "hardware.bmc.firmware_versions": "passed",
-    }, run.stdout[-3000:]
+    }, recorded
     context = json.loads((work / "context-edge-bm-1.json").read_text())
     assert context["bmc"] == node.bmc and "password" not in context["bmc"]
     assert files_with(tmp_path, CANARY) == []
@@ -457,3 +505,23 @@ def test_lab_validation_run_reads_the_bmc_from_the_controller(
                if r.node != first and r.check_id == "hardware.bmc.reachable"]
     assert set(skipped) == {"no BMC in the site file"}
     assert files_with(tmp_path, CANARY) == []
+
+
+def test_a_read_cut_by_the_check_timeout_is_not_repeated_by_the_next_checks(
+    silent_bmc: str, vault_site: Path, tmp_path: Path,
+) -> None:
+    data = yaml.safe_load(vault_site.read_text())
+    data["nodes"][0]["bmc"].update({"address": silent_bmc, "timeout": 30})
+    vault_site.write_text(yaml.safe_dump(data))
+    target = target_of(vault_site, tmp_path / "state")
+    node = next(n for n in target.nodes if n.name == "edge-bm-1")
+
+    started = time.monotonic()
+    recorded = plugin_run(target, node, tmp_path / "run", suite_file(tmp_path), timeout=2)
+
+    assert recorded["hardware.bmc.reachable"]["outcome"] == "error"
+    assert "timed out after 2 s" in recorded["hardware.bmc.reachable"]["message"]
+    disk = recorded["hardware.bmc.disk_size"]
+    assert (disk["outcome"], disk["message"]) == ("error", (
+        "BmcUnusable: the BMC could not be read: reading the BMC stopped: timed out after 2 s"))
+    assert time.monotonic() - started < 25
