@@ -35,7 +35,7 @@ UNUSED_NIC_STATES = ("Disabled", "Absent", "StandbyOffline")
 
 
 class BmcUnusable(Exception):
-    """The controller has no way to ask the BMC (credentials missing): not a BMC finding."""
+    """The check cannot decide: no credentials to ask with, or the BMC could not be read."""
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Reading:
     inventory: Inventory | None = None
     bios: dict[str, Any] | None = None
     problem: str = ""
+    bios_problem: str = ""
 
 
 class BmcReader:
@@ -83,15 +84,19 @@ class BmcReader:
                          Credentials(str(settings["username"]), password),
                          verify=verify, timeout=float(settings.get("timeout", 30)),
                          system_id=settings.get("system"))
+        # The client never quotes the password; masked here as well, to be sure.
         try:
-            inventory = bmc.inventory()
-            bios = None
-            if self.profile.get("bios") and inventory.capabilities.bios:
-                bios = bmc.bios_attributes()
-            return Reading(inventory=inventory, bios=bios)
-        except BmcError as exc:
-            # The client never quotes the password; masked here as well, to be sure.
-            return Reading(problem=str(exc).replace(password, MASK))
+            try:
+                inventory = bmc.inventory()
+            except BmcError as exc:
+                return Reading(problem=str(exc).replace(password, MASK))
+            if not (self.profile.get("bios") and inventory.capabilities.bios):
+                return Reading(inventory=inventory)
+            # BIOS attributes that cannot be read leave the rest of the inventory usable.
+            try:
+                return Reading(inventory=inventory, bios=bmc.bios_attributes())
+            except BmcError as exc:
+                return Reading(inventory=inventory, bios_problem=str(exc).replace(password, MASK))
         finally:
             bmc.close()
 
@@ -276,7 +281,11 @@ def test_bmc_bios_attributes(bmc_reader: BmcReader | None, expected: dict[str, A
     if not wanted:
         pytest.skip(f"the profile of {_roles(expected)} asks for no BIOS attribute")
     inventory = _inventory(reader)
-    bios = reader.read().bios
+    reading = reader.read()
+    if reading.bios_problem:
+        msg = f"the BIOS attributes could not be read: {reading.bios_problem}"
+        raise BmcUnusable(msg)
+    bios = reading.bios
     if not inventory.capabilities.bios or bios is None:
         _not_reported("BIOS attributes")
     assert bios is not None
