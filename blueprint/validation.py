@@ -11,14 +11,16 @@ from typing import Any
 
 import yaml
 
+from blueprint.baremetal.access import bmc_credentials, env_names
+from blueprint.baremetal.discover import node_profile
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.deploy import deployed_layers
-from blueprint.errors import BadInput, exit_code_of
+from blueprint.errors import BadInput, BlueprintError, exit_code_of
 from blueprint.inventory import node_user, render_ssh_config, role_variables
 from blueprint.loader import LoadedSite
 from blueprint.models import Node
 from blueprint.paths import ROLES_DIR, VALIDATION_DIR
-from blueprint.secrets import REDACTOR
+from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir, new_run_id
 from blueprint.validate import (
     ClusterTarget,
@@ -83,7 +85,66 @@ def hardware_profile(loaded: LoadedSite, node: Node) -> dict[str, Any] | None:
     for key in ("boot_mode", "secure_boot"):
         wanted = sorted({getattr(profile, key) for _, profile in profiles} - {"any"})
         merged[key] = wanted[0] if wanted else "any"
+    # BIOS attributes and firmware minimums, merged as `discover` merges them.
+    firmware = node_profile(loaded.blueprint, list(node.roles))
+    merged["bios"] = dict(firmware.bios)
+    merged["min_bios_version"] = firmware.min_bios_version
+    merged["min_bmc_version"] = firmware.min_bmc_version
     return merged
+
+
+def bmc_access(loaded: LoadedSite) -> dict[str, tuple[dict[str, Any], str | None]]:
+    """Per node with a bmc section: how the hardware.bmc checks reach it, and its password.
+
+    The first part goes to the node's context file; the password goes only to the
+    environment of the node's check run. Credentials that cannot be had (not in the
+    environment, no vault, a vault that does not open) become the context's `problem`:
+    the other checks still run. The vault is opened only when the environment lacks some.
+    """
+    vault: list[dict[str, Any]] = []
+    vault_problem: list[str] = []
+
+    def secrets() -> dict[str, Any]:
+        if not vault and not vault_problem:
+            try:
+                vault.append(load_site_secrets(loaded.site_dir))
+            except BlueprintError as exc:
+                vault_problem.append(str(exc))
+        return vault[0] if vault else {}
+
+    access: dict[str, tuple[dict[str, Any], str | None]] = {}
+    for node in loaded.site.nodes:
+        if node.bmc is None:
+            continue
+        bmc = node.bmc
+        context: dict[str, Any] = {
+            "address": bmc.address,
+            "protocol": bmc.protocol,
+            "system": bmc.system,
+            "verify_tls": bmc.verify_tls,
+            "ca": str(bmc.ca.resolve()) if bmc.ca is not None else None,
+            "timeout": bmc.timeout,
+            "credentials": bmc.credentials,
+            "username": None,
+            "boot_mac": node.boot_mac,
+            "problem": None,
+        }
+        password = None
+        if bmc.protocol == "redfish":
+            user_env, password_env = env_names(bmc.credentials)
+            in_environment = bool(os.environ.get(user_env) and os.environ.get(password_env))
+            try:
+                credentials = bmc_credentials(node, {} if in_environment else secrets())
+            except BlueprintError as exc:
+                problem = str(exc)
+                if vault_problem:
+                    problem += f" (the vault: {vault_problem[0]})"
+                context["problem"] = problem
+            else:
+                context["username"] = credentials.username
+                password = credentials.password
+        access[node.name] = (context, password)
+    return access
 
 
 def _role_defaults(role: str) -> dict[str, Any]:
@@ -198,6 +259,7 @@ def build_target(
 ) -> ValidationTarget:
     site = loaded.site
     layers = check_layers(loaded, state)
+    bmcs = bmc_access(loaded)
     return ValidationTarget(
         site_name=site.name,
         blueprint_layers=layers,
@@ -205,7 +267,9 @@ def build_target(
         nodes=[
             NodeTarget(name=node.name, address=str(node.address),
                        ssh_user=node_user(site, node), node_roles=list(node.roles),
-                       hardware=hardware_profile(loaded, node))
+                       hardware=hardware_profile(loaded, node),
+                       bmc=bmcs[node.name][0] if node.name in bmcs else None,
+                       bmc_password=bmcs[node.name][1] if node.name in bmcs else None)
             for node in site.nodes
         ],
         ssh_config=render_ssh_config(site, state),

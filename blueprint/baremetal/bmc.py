@@ -120,6 +120,8 @@ class Inventory:
     nics: tuple[Nic, ...]
     pcie_devices: tuple[PcieDevice, ...]
     capabilities: Capabilities
+    # Logical CPUs (threads), what `nproc` counts on the node; `cpu_count` is sockets.
+    cpu_threads: int | None = None
 
     @property
     def gpus(self) -> tuple[PcieDevice, ...]:
@@ -264,6 +266,7 @@ class RedfishBmc:
         with self._calls("read the inventory"):
             summary = raw.get("ProcessorSummary") or {}
             cpu_count = summary.get("Count")
+            cpu_threads = summary.get("LogicalProcessorCount")
             cpu_model = summary.get("Model")
             memory = (raw.get("MemorySummary") or {}).get("TotalSystemMemoryGiB")
             secure_boot = None
@@ -287,6 +290,7 @@ class RedfishBmc:
                 nics=self._nics(),
                 pcie_devices=self._pcie_devices(),
                 capabilities=capabilities,
+                cpu_threads=int(cpu_threads) if cpu_threads is not None else None,
             )
         return inventory
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ CLUSTER = "cluster"
 CLUSTER_SCOPED = ("kubernetes.cluster.", "ai.")
 # The AI checks read their endpoints file (docs/ai-checks.md) from this variable.
 AI_ENDPOINTS_ENV = "BLUEPRINT_AI_ENDPOINTS"
+# Where a node's check run finds its BMC password (see NodeTarget.bmc_password).
+BMC_PASSWORD_ENV = "BLUEPRINT_VALIDATE_BMC_PASSWORD"
 
 CHECK_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 DEFAULT_TIMEOUT = 60.0
@@ -82,6 +85,19 @@ class NodeTarget:
     # The blueprint's hardware profile for this node's roles, merged (the largest minimum of
     # each); None when the blueprint has no profile for any of them.
     hardware: dict[str, Any] | None = None
+    # The node's BMC as the hardware.bmc checks reach it (address, system, user name, TLS,
+    # boot MAC, or the `problem` that stops them); None without a bmc section in the site.
+    bmc: dict[str, Any] | None = None
+    # The BMC's password: only in the environment of this node's check run, never written.
+    bmc_password: str | None = field(default=None, repr=False)
+
+    def check_environment(self) -> dict[str, str]:
+        """The environment of this node's pytest run: the controller's, plus its BMC password."""
+        environment = dict(os.environ)
+        environment.pop(BMC_PASSWORD_ENV, None)
+        if self.bmc_password is not None:
+            environment[BMC_PASSWORD_ENV] = self.bmc_password
+        return environment
 
 
 @dataclass(frozen=True)

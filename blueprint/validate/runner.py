@@ -24,6 +24,7 @@ from typing import Any
 from blueprint.errors import BadInput
 from blueprint.validate.model import (
     AI_ENDPOINTS_ENV,
+    BMC_PASSWORD_ENV,
     CLUSTER,
     LAYER_DEPLOYED_BY,
     CheckResult,
@@ -229,6 +230,7 @@ def node_context(target: ValidationTarget, suite: Suite, node: NodeTarget) -> di
         "node": node.name,
         "node_roles": list(node.node_roles),
         "hardware": node.hardware,
+        "bmc": node.bmc,
         "check_layers": list(target.blueprint_layers),
         "policy": suite.policy.model_dump(),
     }
@@ -337,6 +339,7 @@ def _run_cluster(
         f"--bp-context={context_file}",
     ]
     env = dict(os.environ)
+    env.pop(BMC_PASSWORD_ENV, None)
     if target.cluster.ai_endpoints is not None:
         env[AI_ENDPOINTS_ENV] = str(target.cluster.ai_endpoints)
     else:
@@ -375,7 +378,9 @@ def _run_node(
 
     results_file = work_dir / f"results-{node.name}.json"
     command = pytest_command(target, node, select_file, results_file, work_dir, checks_dir)
-    return _run_pytest(node.name, command, None, results_file, work_dir, checks_dir, budget)
+    # The BMC password reaches the checks only through this process's environment.
+    return _run_pytest(node.name, command, node.check_environment(), results_file, work_dir,
+                       checks_dir, budget)
 
 
 def _run_pytest(

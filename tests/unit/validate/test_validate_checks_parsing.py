@@ -70,7 +70,8 @@ def test_hardware_profile_of_several_roles_takes_the_largest_minimum() -> None:
 
     assert profile == {"roles": ["worker", "gpu"], "min_cpus": 16, "min_memory_gib": 1.0,
                        "min_disk_gib": 10.0, "gpus": 2, "min_nics": 1,
-                       "boot_mode": "uefi", "secure_boot": "any"}
+                       "boot_mode": "uefi", "secure_boot": "any", "bios": {},
+                       "min_bios_version": None, "min_bmc_version": None}
     loaded.blueprint.hardware.clear()
     assert hardware_profile(loaded, edge_2) is None
 
