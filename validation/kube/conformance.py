@@ -82,9 +82,9 @@ def check_conformance(
             finally:
                 _run(session, [tool, *target, "--cleanup"], 600.0)
         if run.returncode != 0:
-            raise CheckFailure(f"hydrophone --focus {focus!r} exited {run.returncode}: "
+            raise CheckFailure(f"hydrophone --focus '{focus}' exited {run.returncode}: "
                                f"{excerpt(run.stdout + run.stderr)}", "exit 0 (tests passed)")
-        return f"hydrophone --focus {focus!r} passed"
+        return f"hydrophone --focus '{focus}' passed"
 
     def body() -> str:
         for name, runner in (("sonobuoy", with_sonobuoy), ("hydrophone", with_hydrophone)):
