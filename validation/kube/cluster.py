@@ -191,7 +191,7 @@ def check_dns(session: KubeSession) -> CheckResult:
                 "GET", endpoints_path, session.core.read_namespaced_endpoints, DNS_SERVICE,
                 DNS_NAMESPACE, expect=(200, 404),
             )
-            subsets = endpoints.get("subsets") or [] if isinstance(endpoints, dict) else []
+            subsets = (endpoints.get("subsets") or []) if isinstance(endpoints, dict) else []
             ready = [a.get("ip", "?") for s in subsets for a in s.get("addresses") or []]
             not_ready = [
                 a.get("ip", "?") for s in subsets for a in s.get("notReadyAddresses") or []
