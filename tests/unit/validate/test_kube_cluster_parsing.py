@@ -75,7 +75,7 @@ def test_pod_problem(obj: dict[str, Any], expected: str | None) -> None:
 
 
 def test_default_classes_read_both_annotations() -> None:
-    classes = [
+    classes: list[dict[str, Any]] = [
         {"metadata": {"name": "a", "annotations": {
             "storageclass.kubernetes.io/is-default-class": "true"}}},
         {"metadata": {"name": "b", "annotations": {
@@ -88,7 +88,7 @@ def test_default_classes_read_both_annotations() -> None:
 
 
 def test_slice_addresses_without_ready_count_as_ready() -> None:
-    slices = [{"endpoints": [
+    slices: list[dict[str, Any]] = [{"endpoints": [
         {"addresses": ["10.0.0.1"], "conditions": {"ready": True}},
         {"addresses": ["10.0.0.2"], "conditions": {}},
         {"addresses": ["10.0.0.3"], "conditions": {"ready": False}},
