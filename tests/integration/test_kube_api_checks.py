@@ -131,9 +131,11 @@ def _needs_bwrap() -> None:
 
 
 @contextmanager
-def stand_in(work: Path, faults: tuple[str, ...] = ()) -> Iterator[StandIn]:
+def stand_in(
+    work: Path, faults: tuple[str, ...] = (), *, violations_expected: bool = False
+) -> Iterator[StandIn]:
     """Start the stand-in with `faults`, write its kubeconfig; stop it by PID at the end and
-    fail when it saw an object that the Kubernetes schema refuses."""
+    fail when it saw an object that the Kubernetes schema refuses (unless a test made one)."""
     _needs_bwrap()
     state = work / "state"
     token = "canary-" + secrets.token_hex(16)
@@ -168,7 +170,8 @@ def stand_in(work: Path, faults: tuple[str, ...] = ()) -> Iterator[StandIn]:
         stop_pids([(process.pid, str(STAND_IN))], timeout=10)
         assert not pid_alive(process.pid, str(STAND_IN))
     violations = state / "violations.log"
-    assert not violations.exists(), f"schema violations: {violations.read_text()}"
+    if not violations_expected:
+        assert not violations.exists(), f"schema violations: {violations.read_text()}"
 
 
 def run_all(cluster: StandIn, gpu_nodes: list[str] | None = None) -> dict[str, CheckResult]:
@@ -251,6 +254,22 @@ def test_named_nodes_that_the_cluster_lacks_are_named(tmp_path: Path) -> None:
     assert not gpus.passed
     assert "node worker-1 allocatable nvidia.com/gpu = 0" in gpus.reason
     assert no_gpus.skipped and no_gpus.reason == "no GPU node: the site expects none"
+
+
+def test_the_stand_in_refuses_an_object_the_schema_refuses(tmp_path: Path) -> None:
+    bad_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"},
+               "spec": {"containers": [{"name": "c", "image": "busybox:1.36",
+                                        "mountPath": "/data"}]}}
+    with stand_in(tmp_path, violations_expected=True) as cluster:
+        verify = ssl.create_default_context(cafile=str(cluster.state / "ca.crt"))
+        headers = {"Authorization": f"Bearer {cluster.token}"}
+        with httpx.Client(verify=verify, headers=headers) as http:
+            answer = http.post(cluster.server + "/api/v1/namespaces/default/pods", json=bad_pod)
+        logged = (cluster.state / "violations.log").read_text()
+
+    assert answer.status_code == 422
+    assert "'mountPath' was unexpected" in answer.json()["message"]
+    assert logged.startswith("accepted Pod bad: Additional properties are not allowed")
 
 
 def test_a_wrong_token_is_refused_without_showing_it(tmp_path: Path) -> None:
