@@ -221,6 +221,30 @@ class LynisPolicy(BaseModel):
         return value
 
 
+class ClusterPolicy(BaseModel):
+    """How the Kubernetes-API checks (`kubernetes.cluster.*`) probe a site's cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Seconds one API request may take before the check gives up on it.
+    request_timeout: float = Field(default=15.0, gt=0, le=300)
+    # pvc_round_trip: the StorageClass of its claim (None: the cluster's default class),
+    # the claim's size, and the image of its two pods. The image must be pullable by every
+    # node: from its registry, or from the site's registry mirror.
+    pvc_storage_class: str | None = None
+    pvc_size: str = "64Mi"
+    probe_image: str = "busybox:1.36"
+    # Seconds each probe pod may take from creation to its end (image pull included), and
+    # the claim to be Bound once its first pod ran.
+    pod_timeout: float = Field(default=180.0, gt=0, le=3600)
+    bind_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # Seconds the throwaway namespace may take to disappear after its deletion.
+    cleanup_timeout: float = Field(default=60.0, ge=0, le=3600)
+    # conformance (optional): the e2e tests sonobuoy or hydrophone run, and their time limit.
+    conformance_focus: str = r"\[sig-node\] Pods should be submitted and removed"
+    conformance_timeout: float = Field(default=1800.0, gt=0, le=86400)
+
+
 class SuitePolicy(BaseModel):
     """Site-independent expectations of a suite's checks."""
 
@@ -231,6 +255,8 @@ class SuitePolicy(BaseModel):
     lynis: LynisPolicy | None = None
     # kubernetes.certs.expiry fails when a cluster certificate lapses within this many days.
     certificate_min_days: int = Field(default=30, ge=1)
+    # How the Kubernetes-API checks probe the cluster (one run per site, from the controller).
+    cluster: ClusterPolicy = Field(default_factory=ClusterPolicy)
 
     @field_validator("listening_ports")
     @classmethod

@@ -1,4 +1,5 @@
-"""What an AI check returns, and an HTTP session that records each exchange for its reason."""
+"""What an AI or cluster check returns, and an HTTP session that records each exchange for its
+reason."""
 
 from __future__ import annotations
 
@@ -38,13 +39,18 @@ class Exchange:
 
 
 @dataclass
-class AiCheckResult:
-    """Outcome of one AI check: passed or not, a readable reason, the requests it made."""
+class CheckResult:
+    """Outcome of one check: passed or not, a readable reason, the requests it made.
+
+    `skipped` marks a check that had nothing to look at (its reason says why); it is never
+    a pass.
+    """
 
     check: str
     passed: bool
     reason: str
     exchanges: list[Exchange] = field(default_factory=list)
+    skipped: bool = False
 
     def describe(self) -> str:
         """The reason, then the last request made, secrets masked."""
@@ -52,6 +58,10 @@ class AiCheckResult:
         if not self.passed and self.exchanges:
             text += f"; last request: {self.exchanges[-1]}"
         return REDACTOR.redact(text)
+
+
+# The AI checks' name for it; the cluster checks (validation/kube/) share the same shape.
+AiCheckResult = CheckResult
 
 
 class CheckFailure(Exception):
