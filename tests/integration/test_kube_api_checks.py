@@ -350,3 +350,71 @@ def test_without_a_kubeconfig_every_check_is_not_applicable(tmp_path: Path) -> N
         assert entry["message"] == (
             "not applicable: no kubeconfig in the validation context (no cluster API to check)"
         )
+
+
+# --- `blueprint validate --kubeconfig`: the whole command against the stand-in --------------
+
+
+def validate_cluster_cli(
+    work: Path, cluster: StandIn, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`blueprint validate --kubeconfig` without a site, as an operator runs it."""
+    command = [sys.executable, "-m", "blueprint.cli", "validate", "--kubeconfig",
+               str(cluster.kubeconfig), "--state-dir", str(work / "runs"), *args]
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("BLUEPRINT_AI_ENDPOINTS", None)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=work,
+                          env=env)
+
+
+def summary_of(work: Path) -> dict[str, Any]:
+    found = sorted((work / "runs" / "runs").glob("*/validation/summary.json"))
+    assert found, "no summary.json written"
+    data: dict[str, Any] = json.loads(found[-1].read_text())
+    return data
+
+
+def test_validate_a_cluster_by_its_kubeconfig(tmp_path: Path) -> None:
+    with stand_in(tmp_path) as cluster:
+        done = validate_cluster_cli(tmp_path, cluster, "--layer", "kubernetes")
+        token = cluster.token
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verdict: passed" in done.stdout
+    summary = summary_of(tmp_path)
+    assert summary["site"] == "cluster-stand-in"
+    # No node is reached: every result is the cluster's, the node-scoped certificate check
+    # (it needs SSH to the control planes) has none.
+    assert summary["nodes"] == ["cluster"]
+    statuses = {r["check"]: r["status"] for r in summary["results"]}
+    assert statuses == {NODES_READY: "passed", SYSTEM_PODS: "passed", DNS: "passed",
+                        ANONYMOUS: "passed", DEFAULT_CLASS: "passed", ROUND_TRIP: "passed",
+                        GPU: "passed"}
+    for path in (tmp_path / "runs").rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+
+
+def test_a_cluster_fault_fails_the_verdict_and_the_show_stopper_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    with stand_in(tmp_path, ("node_not_ready",)) as cluster:
+        done = validate_cluster_cli(tmp_path, cluster, "--layer", "kubernetes")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"failed: {NODES_READY} on cluster" in done.stdout
+    results = {r["check"]: r for r in summary_of(tmp_path)["results"]}
+    assert "node worker-1 Ready=False" in results[NODES_READY]["message"]
+    # nodes_ready is the suite's show-stopper: the rest of the cluster run is not run.
+    assert results[DNS]["status"] == "skipped"
+    assert results[DNS]["message"].startswith(f"show-stopper {NODES_READY} failed")
+
+
+def test_without_an_endpoints_file_the_ai_checks_fail_the_verdict(tmp_path: Path) -> None:
+    with stand_in(tmp_path) as cluster:
+        done = validate_cluster_cli(tmp_path, cluster, "--check", NODES_READY,
+                                    "--check", "ai.mlflow.health")
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = {r["check"]: r for r in summary_of(tmp_path)["results"]}
+    assert results[NODES_READY]["status"] == "passed"
+    assert results["ai.mlflow.health"]["status"] == "error"
+    assert results["ai.mlflow.health"]["message"].startswith("no AI endpoints file: pass "
+                                                             "--ai-endpoints FILE")
