@@ -93,6 +93,7 @@ class IpmiBmc:
         self._suites = (cipher_suite,) if cipher_suite is not None else CIPHER_SUITES
         self._uefi = uefi
         self._ipmitool = ipmitool
+        self._session_checked = False
         REDACTOR.add([credentials.password])
 
     # The one place ipmitool's failures become one-line errors that say what to do.
@@ -171,6 +172,12 @@ class IpmiBmc:
     # Identity
 
     def capabilities(self) -> Capabilities:
+        """What IPMI offers, once the BMC has opened a session with the credentials: so
+        provision's preflight finds an unreachable BMC or a wrong password before any
+        node is touched, as it does over Redfish."""
+        if not self._session_checked:
+            self._run("open a session", ["mc", "info"])
+            self._session_checked = True
         return Capabilities(reset_types=RESET_TYPES, boot_targets=tuple(sorted(BOOT_DEVICES)),
                             virtual_media=False, bios=False, secure_boot=False,
                             pcie_devices=False)
@@ -182,6 +189,7 @@ class IpmiBmc:
         they stay absent (discover reports them as unknown), never guessed.
         """
         mc = _fields(self._run("read the BMC's device id", ["mc", "info"]))
+        self._session_checked = True
         fru = _fields(self._run("read FRU 0", ["fru", "print", "0"], partial_ok=True))
         guid = _fields(self._run("read the system GUID", ["mc", "guid"], partial_ok=True))
         lan = _fields(self._run("read the LAN settings", ["lan", "print"], partial_ok=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,14 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from blueprint.baremetal import bootserver
 from blueprint.baremetal.bmc import BmcError, BmcUnsupported, Credentials
 from blueprint.baremetal.ipmi import IpmiBmc, split_address
-from blueprint.baremetal.provision import Settings, provision_node
+from blueprint.baremetal.provision import Settings, preflight, provision_node
+from blueprint.errors import DeployFailed
+from blueprint.loader import LoadedSite, load_site
 from blueprint.models import Node, Site
+from blueprint.state import StateDir
 
 from .conftest import IPMI_BMC_MAC, IPMI_SERIAL, PASSWORD, USERNAME, IpmiSim
 
 POWER_WAIT = 20
+KEY_DIR = Path(__file__).parents[2] / "unit" / "fixtures" / "sites"
 
 
 def client(address: str, password: str = PASSWORD, *, timeout: float = 5.0,
@@ -262,3 +268,94 @@ def test_discover_cli_with_a_wrong_password_exits_3(ipmi_sim: IpmiSim, tmp_path:
     assert done.returncode == 3, done.stdout + done.stderr
     assert "refused the credentials" in done.stdout
     assert "wrong-pass-Yk2" not in done.stdout + done.stderr
+
+
+PROVISION_BLUEPRINT = """\
+name: metal-test
+version: "1"
+layers:
+  - name: os_baseline
+    roles: [os_baseline]
+hardware:
+  worker: {min_cpus: 1, bios: {IntelVTd: Enabled}}
+validation:
+  suite: lab
+"""
+
+
+def provision_site(folder: Path, address: str, boot: str) -> LoadedSite:
+    """A site of one IPMI node, its installer and iPXE files as placeholders (stand-ins)."""
+    folder.mkdir(exist_ok=True)
+    (folder / "metal.yaml").write_text(PROVISION_BLUEPRINT, encoding="utf-8")
+    for name in ("good_key", "good_key.pub"):
+        shutil.copy(KEY_DIR / name, folder / name)
+    (folder / "good_key").chmod(0o600)
+    (folder / "site.yaml").write_text(f"""\
+name: metal
+blueprint: metal.yaml
+ssh: {{user: root, key: good_key}}
+network: {{subnet: 192.0.2.0/24}}
+provision: {{boot_server: 192.0.2.2, interface: lo, boot: {boot}}}
+nodes:
+  - name: edge-ipmi-1
+    address: 192.0.2.21
+    roles: [worker]
+    boot_mac: "52:54:00:6b:02:01"
+    install_disk: /dev/sda
+    bmc: {{protocol: ipmi, address: "{address}", credentials: ipmi1, timeout: 5}}
+""", encoding="utf-8")
+    boot = folder / ".state" / "boot"
+    for path in (boot / "http" / "installer" / "debian-12" / "linux",
+                 boot / "http" / "installer" / "debian-12" / "initrd.gz",
+                 boot / "tftp" / "undionly.kpxe", boot / "tftp" / "ipxe.efi"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"placeholder\n")
+    return load_site(folder / "site.yaml")
+
+
+@pytest.fixture
+def preflight_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials in the environment, and the boot server reported as running (its real
+    start needs root and dnsmasq; test_provision.py covers it)."""
+    monkeypatch.setenv("BLUEPRINT_BMC_IPMI1_USERNAME", USERNAME)
+    monkeypatch.setenv("BLUEPRINT_BMC_IPMI1_PASSWORD", PASSWORD)
+    monkeypatch.setattr(bootserver, "status", lambda loaded, state: {"dnsmasq": True,
+                                                                     "http": True})
+
+
+@pytest.mark.usefixtures("preflight_env")
+def test_provision_preflight_takes_an_ipmi_node_for_pxe(ipmi_sim: IpmiSim,
+                                                        tmp_path: Path) -> None:
+    loaded = provision_site(tmp_path, ipmi_sim.address, "pxe")
+    planned = preflight(loaded, {}, StateDir.for_site(loaded.site_dir), None)
+    assert [(node.name, type(bmc).__name__, bios) for node, bmc, bios in planned] == [
+        ("edge-ipmi-1", "IpmiBmc", {})]
+
+
+@pytest.mark.usefixtures("preflight_env")
+def test_provision_preflight_refuses_http_boot_bios_and_a_wrong_password(
+        ipmi_sim: IpmiSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = provision_site(tmp_path, ipmi_sim.address, "http")
+    state = StateDir.for_site(loaded.site_dir)
+    with pytest.raises(DeployFailed) as caught:
+        preflight(loaded, {}, state, None)
+    assert str(caught.value) == (f"node edge-ipmi-1: BMC {ipmi_sim.address} offers boot "
+                                 "targets Hdd, Pxe, not UefiHttp (provision.boot)")
+
+    with pytest.raises(DeployFailed) as caught:
+        preflight(loaded, {}, state, None, apply_bios=True)
+    assert str(caught.value) == (
+        f"node edge-ipmi-1: BMC {ipmi_sim.address} speaks IPMI, which cannot read BIOS "
+        "settings; virtual media, BIOS settings and PCIe inventory need a Redfish BMC "
+        "(bmc.protocol: redfish)")
+    assert ipmi_sim.calls == []  # nothing was asked of the machine
+
+    # A wrong password is found before any node is touched.
+    monkeypatch.setenv("BLUEPRINT_BMC_IPMI1_PASSWORD", "wrong-pass-Yk2")
+    pxe = provision_site(tmp_path / "pxe", ipmi_sim.address, "pxe")
+    with pytest.raises(DeployFailed) as caught:
+        preflight(pxe, {}, StateDir.for_site(pxe.site_dir), None)
+    assert str(caught.value) == (
+        f"node edge-ipmi-1: BMC {ipmi_sim.address} (IPMI): open a session: the BMC refused "
+        "the credentials; check the node's bmc.credentials entry in secrets.yaml or the "
+        "environment")
