@@ -6,9 +6,11 @@ import os
 import re
 from typing import Any
 
-from blueprint.baremetal.bmc import Credentials, RedfishBmc
+from blueprint.baremetal.bmc import BmcClient, Credentials, RedfishBmc
+from blueprint.baremetal.ipmi import IpmiBmc
 from blueprint.errors import BadInput, EnvironmentMissing
 from blueprint.models import Node
+from blueprint.proc import require_tool
 from blueprint.secrets import REDACTOR
 
 VAULT_KEY = "bmc_credentials"
@@ -50,15 +52,17 @@ def bmc_credentials(node: Node, secrets: dict[str, Any]) -> Credentials:
     return credentials
 
 
-def open_bmc(node: Node, secrets: dict[str, Any]) -> RedfishBmc:
-    """A Redfish client for the node's BMC, TLS verified against the node's CA if given."""
+def open_bmc(node: Node, secrets: dict[str, Any]) -> BmcClient:
+    """A client for the node's BMC: Redfish (TLS verified against the node's CA if given)
+    or, for `protocol: ipmi`, IPMI over LAN through ipmitool."""
     if node.bmc is None:
         msg = f"node {node.name}: has no bmc section"
         raise BadInput(msg)
-    if node.bmc.protocol != "redfish":
-        # TODO(issue 7): IPMI nodes need the pyghmi fallback (power and boot device only).
-        msg = f"node {node.name}: BMC protocol {node.bmc.protocol} is not supported yet"
-        raise EnvironmentMissing(msg)
+    if node.bmc.protocol == "ipmi":
+        ipmitool = require_tool("ipmitool", "ipmitool")
+        return IpmiBmc(node.name, node.bmc.address, bmc_credentials(node, secrets),
+                       timeout=node.bmc.timeout, cipher_suite=node.bmc.cipher_suite,
+                       uefi=node.bmc.boot_mode == "uefi", ipmitool=ipmitool)
     verify: bool | str = node.bmc.verify_tls
     if verify and node.bmc.ca is not None:
         verify = str(node.bmc.ca)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import sushy
@@ -122,6 +122,7 @@ class Inventory:
     capabilities: Capabilities
     # Logical CPUs (threads), what `nproc` counts on the node; `cpu_count` is sockets.
     cpu_threads: int | None = None
+    bmc_mac: str | None = None
 
     @property
     def gpus(self) -> tuple[PcieDevice, ...]:
@@ -130,6 +131,38 @@ class Inventory:
     @property
     def macs(self) -> tuple[str, ...]:
         return tuple(nic.mac for nic in self.nics)
+
+
+class BmcClient(Protocol):
+    """What discover and provision ask of a node's BMC, over Redfish or IPMI."""
+
+    node: str
+    address: str
+
+    def capabilities(self) -> Capabilities: ...
+    def inventory(self) -> Inventory: ...
+    def power_state(self) -> str: ...
+    def power(self, action: str) -> None: ...
+    def wait_power(self, state: str, timeout: float, poll: float = 1.0) -> None: ...
+    def boot_once(self, target: str, http_uri: str | None = None) -> None: ...
+    def bios_attributes(self) -> dict[str, Any]: ...
+    def set_bios_attributes(self, attributes: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def wait_for_power(bmc: BmcClient, state: str, timeout: float, poll: float = 1.0) -> None:
+    """Wait until `bmc` reports power `state` ("On" or "Off"); BmcError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    seen = bmc.power_state()
+    while seen != state:
+        if time.monotonic() > deadline:
+            msg = (
+                f"node {bmc.node}: BMC {bmc.address}: power is still {seen} after "
+                f"{timeout:g} s; expected {state}"
+            )
+            raise BmcError(msg)
+        time.sleep(poll)
+        seen = bmc.power_state()
 
 
 class RedfishBmc:
@@ -380,17 +413,7 @@ class RedfishBmc:
 
     def wait_power(self, state: str, timeout: float, poll: float = 1.0) -> None:
         """Wait until the system reports power `state` ("On" or "Off")."""
-        deadline = time.monotonic() + timeout
-        seen = self.power_state()
-        while seen != state:
-            if time.monotonic() > deadline:
-                msg = (
-                    f"node {self.node}: BMC {self.address}: power is still {seen} after "
-                    f"{timeout:g} s; expected {state}"
-                )
-                raise BmcError(msg)
-            time.sleep(poll)
-            seen = self.power_state()
+        wait_for_power(self, state, timeout, poll)
 
     # Boot
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from blueprint.baremetal import bootserver
 from blueprint.baremetal.access import open_bmc
-from blueprint.baremetal.bmc import BmcError, BmcUnsupported, RedfishBmc
+from blueprint.baremetal.bmc import BmcClient, BmcError, BmcUnsupported
 from blueprint.baremetal.discover import node_profile
 from blueprint.baremetal.render import (
     BootPaths,
@@ -108,7 +108,7 @@ def ssh_hostname(site: Site, node: Node, known_hosts: Path) -> tuple[str | None,
     return None, lines[-1] if lines else f"ssh exited {done.returncode}"
 
 
-def bios_changes(bmc: RedfishBmc, wanted: dict[str, Any]) -> dict[str, Any]:
+def bios_changes(bmc: BmcClient, wanted: dict[str, Any]) -> dict[str, Any]:
     """The wanted BIOS attributes whose current value differs; unknown names are refused."""
     if not wanted:
         return {}
@@ -124,7 +124,7 @@ def bios_changes(bmc: RedfishBmc, wanted: dict[str, Any]) -> dict[str, Any]:
 
 def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
               names: list[str] | None, apply_bios: bool = False
-              ) -> list[tuple[Node, RedfishBmc, dict[str, Any]]]:
+              ) -> list[tuple[Node, BmcClient, dict[str, Any]]]:
     """Every check before the first BMC is told anything; BadInput/EnvironmentMissing."""
     site = loaded.site
     nodes = provisioned_nodes(site, names)
@@ -153,7 +153,7 @@ def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
     # --apply-bios, the BIOS attributes of the node's hardware profile).
     target = BOOT_TARGET[site.provision.boot]
     problems = []
-    planned: list[tuple[Node, RedfishBmc, dict[str, Any]]] = []
+    planned: list[tuple[Node, BmcClient, dict[str, Any]]] = []
     for node, bmc in pairs:
         try:
             targets = bmc.capabilities().boot_targets
@@ -173,7 +173,7 @@ def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
     return planned
 
 
-def provision_node(site: Site, node: Node, bmc: RedfishBmc, known_hosts: Path,
+def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
                    settings: Settings, done_before: bool,
                    bios: dict[str, Any] | None = None) -> NodeOutcome:
     """Boot override, power cycle, wait for SSH; never touches a node that needs no install."""

@@ -107,6 +107,15 @@ class Bmc(StrictModel):
         default=None, description="Redfish system id, needed when the BMC manages several"
     )
     timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per BMC request")
+    # Only suites that authenticate, check integrity and encrypt: suite 0 logs in without a
+    # password on some BMCs (OpenIPMI's simulator among them).
+    cipher_suite: Literal[3, 17] | None = Field(
+        default=None, description="IPMI only: RMCP+ cipher suite, 17 (SHA-256) or 3 (SHA-1); "
+        "by default 17, then 3 when the BMC does not offer 17"
+    )
+    boot_mode: Literal["uefi", "bios"] = Field(
+        default="uefi", description="IPMI only: boot mode the one-time boot asks for (bios: legacy)"
+    )
 
     _ca_exists = field_validator("ca")(_existing_file)
 
@@ -119,6 +128,18 @@ class Bmc(StrictModel):
             return value
         msg = f"BMC address '{value}' is neither an http(s):// URL nor a host name or address"
         raise ValueError(msg)
+
+    @model_validator(mode="after")
+    def _fields_of_its_protocol(self) -> Bmc:
+        if self.protocol == "ipmi" and "://" in self.address:
+            msg = (f"IPMI address '{self.address}' is a URL; give host or host:port "
+                   "(UDP, port 623 by default)")
+            raise ValueError(msg)
+        ipmi_only = sorted({"cipher_suite", "boot_mode"} & self.model_fields_set)
+        if self.protocol == "redfish" and ipmi_only:
+            msg = f"{', '.join(ipmi_only)}: only for protocol ipmi, not redfish"
+            raise ValueError(msg)
+        return self
 
 
 class Node(StrictModel):

@@ -6,6 +6,9 @@
 - `silent_bmc`: a socket that accepts connections and never answers.
 - `media_server`: an HTTP server of a small image file, which the emulator downloads on insert.
 - `gpu_mockup`: a static mockup (stand-in) of a GPU server, for PCIe devices and BIOS.
+- `ipmi_sim`: OpenIPMI's IPMI LAN simulator on a free UDP port, its chassis driving a
+  stand-in machine (a `sleep` process that runs while the power is on).
+- `silent_ipmi`: a UDP port that takes datagrams and never answers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import datetime as dt
 import http.server
 import ipaddress
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from blueprint.proc import pid_alive, start_detached, stop_pids
 
 USERNAME = "admin"
 PASSWORD = "bmc-canary-Zq81x"  # a canary: it must never show in output or errors
@@ -269,3 +276,168 @@ def gpu_mockup() -> Iterator[str]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+# OpenIPMI's simulator (ipmi_sim). Its chassis control runs STANDIN_MACHINE: `set power 1`
+# starts a stand-in for the machine, `get power` says whether it runs, `set boot pxe` keeps
+# the boot device in a file; every call is logged, so a test can read what the BMC was told.
+IPMI_SERIAL = "SN-IPMI-0001"
+IPMI_BMC_MAC = "52:54:00:aa:bb:01"
+STANDIN_SECONDS = "86401"  # the stand-in machine is `sleep 86401`, found again by this
+STANDIN_MACHINE = """\
+#!/bin/sh
+# Stand-in machine behind ipmi_sim: DIR get NAME... | DIR set NAME VALUE...
+dir=$1; op=$2; shift 2
+echo "$op $*" >> "$dir/calls.log"
+running() { [ -f "$dir/machine.pid" ] && kill -0 "$(cat "$dir/machine.pid")" 2>/dev/null; }
+start() { setsid sleep {seconds} </dev/null >/dev/null 2>&1 & echo $! > "$dir/machine.pid"; }
+stop() { running && kill "$(cat "$dir/machine.pid")"; rm -f "$dir/machine.pid"; }
+if [ "$op" = get ]; then
+  for name; do case $name in
+    power) if running; then echo power:1; else echo power:0; fi ;;
+    boot) echo "boot:$(cat "$dir/boot" 2>/dev/null || echo default)" ;;
+  esac; done
+else
+  while [ $# -ge 2 ]; do name=$1; value=$2; shift 2; case $name in
+    power) if [ "$value" = 1 ]; then running || start; else stop; fi ;;
+    reset) stop; start ;;
+    shutdown) stop ;;
+    boot) echo "$value" > "$dir/boot" ;;
+  esac; done
+fi
+"""
+# The BMC's own LAN settings, as the simulator's lan_config_program answers them.
+LAN_SETTINGS = """\
+#!/bin/sh
+[ "$1" = get ] || exit 0
+shift
+for name; do case $name in
+  ip_addr_src) echo ip_addr_src:static ;;
+  ip_addr) echo ip_addr:127.0.0.1 ;;
+  mac_addr) echo mac_addr:{mac} ;;
+  subnet_mask) echo subnet_mask:255.0.0.0 ;;
+  *_ip_addr) echo "$name:0.0.0.0" ;;
+  *_mac_addr) echo "$name:00:00:00:00:00:00" ;;
+esac; done
+"""
+
+
+@dataclass
+class IpmiSim:
+    address: str  # 127.0.0.1:PORT, as a site file names it
+    folder: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def calls(self) -> list[str]:
+        path = self.folder / "calls.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def machine_pid(self) -> int | None:
+        """PID of the stand-in machine while its power is on."""
+        path = self.folder / "machine.pid"
+        pid = int(path.read_text()) if path.exists() else None
+        return pid if pid_alive(pid, STANDIN_SECONDS) else None
+
+
+def _fru_field(text: str) -> bytes:
+    data = text.encode()
+    return bytes([0xC0 | len(data)]) + data  # type/length byte: 8-bit ASCII
+
+
+def _fru_area(body: bytes) -> bytes:
+    area = bytes([0x01, 0]) + body + b"\xc1"
+    area += b"\x00" * ((-len(area) - 1) % 8)
+    area = bytes([0x01, (len(area) + 1) // 8]) + area[2:]
+    return area + bytes([-sum(area) & 0xFF])
+
+
+def fru_bytes() -> bytes:
+    """An IPMI FRU (platform management FRU format 1.0): chassis and product areas."""
+    chassis = _fru_area(bytes([0x17]) + _fru_field("CP-1") + _fru_field("CH-0042"))
+    product = _fru_area(bytes([0x00]) + _fru_field("Contoso") + _fru_field("Edge 1U")
+                        + _fru_field("PN-1") + _fru_field("1.0") + _fru_field(IPMI_SERIAL)
+                        + _fru_field("") + _fru_field(""))
+    header = bytes([0x01, 0, 1, 0, 1 + len(chassis) // 8, 0, 0])
+    return header + bytes([-sum(header) & 0xFF]) + chassis + product
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_ipmi_sim(folder: Path) -> IpmiSim:
+    """ipmi_sim on 127.0.0.1, one administrator with the canary password."""
+    ipmi_sim = shutil.which("ipmi_sim")
+    if ipmi_sim is None or shutil.which("ipmitool") is None:
+        pytest.fail("ipmi_sim and ipmitool are needed: apt-get install openipmi ipmitool")
+    (folder / "state").mkdir(parents=True)
+    machine, lan = folder / "standin-machine.sh", folder / "lan-settings.sh"
+    machine.write_text(STANDIN_MACHINE.replace("{seconds}", STANDIN_SECONDS))
+    lan.write_text(LAN_SETTINGS.replace("{mac}", IPMI_BMC_MAC))
+    machine.chmod(0o755)
+    lan.chmod(0o755)
+    port = free_udp_port()
+    (folder / "lan.conf").write_text(f"""\
+name "blueprint-test"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_admin md5
+    guid a123456789abcdefa123456789abcdef
+    lan_config_program "{lan}"
+  endlan
+  chassis_control "{machine} {folder}"
+  user 2 true "{USERNAME}" "{PASSWORD}" admin 10 md5
+""")
+    fru = fru_bytes()
+    (folder / "bmc.emu").write_text(
+        "mc_setbmc 0x20\n"
+        "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n"
+        "sel_enable 0x20 1000 0x0a\n"
+        f"mc_add_fru_data 0x20 0 {len(fru)} data {' '.join(f'0x{b:02x}' for b in fru)}\n"
+        "mc_enable 0x20\n"
+    )
+    process = start_detached(
+        [ipmi_sim, "-n", "-c", str(folder / "lan.conf"), "-f", str(folder / "bmc.emu"),
+         "-s", str(folder / "state")], folder / "ipmi_sim.log", cwd=folder)
+    sim = IpmiSim(f"127.0.0.1:{port}", folder, process)
+    env = dict(os.environ, IPMI_PASSWORD=PASSWORD)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port),
+                          "-U", USERNAME, "-E", "-C", "3", "-N", "1", "-R", "1", "mc", "info"],
+                         capture_output=True, env=env, check=False).returncode != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_ipmi_sim(sim)
+            pytest.fail(f"ipmi_sim did not start: {(folder / 'ipmi_sim.log').read_text()}")
+        time.sleep(0.3)
+    return sim
+
+
+def stop_ipmi_sim(sim: IpmiSim) -> None:
+    """The stand-in machine and the simulator, each by its PID."""
+    pids = [(sim.process.pid, "ipmi_sim")]
+    machine = sim.machine_pid()
+    if machine is not None:
+        pids.append((machine, STANDIN_SECONDS))
+    stop_pids(pids, timeout=10)
+    sim.process.wait(timeout=10)
+
+
+@pytest.fixture
+def ipmi_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpmiSim]:
+    sim = start_ipmi_sim(tmp_path_factory.mktemp("ipmi-sim"))
+    yield sim
+    stop_ipmi_sim(sim)
+    assert sim.process.poll() is not None
+
+
+@pytest.fixture
+def silent_ipmi() -> Iterator[str]:
+    """A UDP port that takes every datagram and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"

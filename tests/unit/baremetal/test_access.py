@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blueprint.baremetal.access import bmc_credentials, env_names, open_bmc
+from blueprint.baremetal.ipmi import IpmiBmc
 from blueprint.errors import BadInput, EnvironmentMissing
 from blueprint.models import Node
 from blueprint.secrets import REDACTOR
@@ -53,9 +54,30 @@ def test_malformed_vault_entry_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> 
         "password")
 
 
-def test_ipmi_nodes_are_refused_until_the_fallback_exists() -> None:
-    assert NODE.bmc is not None
-    node = NODE.model_copy(update={"bmc": NODE.bmc.model_copy(update={"protocol": "ipmi"})})
+def ipmi_node(**bmc: object) -> Node:
+    return Node.model_validate({"name": "edge-1", "address": "10.0.0.1", "roles": ["worker"],
+                                "bmc": {"protocol": "ipmi", "address": "10.0.1.1:6230",
+                                        "credentials": "bmc-edge.1", **bmc}})
+
+
+def test_ipmi_nodes_get_the_ipmi_client_with_their_site_options(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    user, password = env_names("bmc-edge.1")
+    monkeypatch.setenv(user, "ops")
+    monkeypatch.setenv(password, "env-pass-Zz1")
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    bmc = open_bmc(ipmi_node(cipher_suite=3, boot_mode="bios", timeout=7), {})
+    assert isinstance(bmc, IpmiBmc)
+    assert (bmc.node, bmc.address) == ("edge-1", "10.0.1.1:6230")
+    assert (bmc._host, bmc._port, bmc._suites, bmc._uefi, bmc._timeout) == (
+        "10.0.1.1", 6230, (3,), False, 7)
+    assert open_bmc(ipmi_node(), {})._suites == (17, 3)  # type: ignore[attr-defined]
+
+
+def test_ipmi_without_ipmitool_exits_4_naming_the_package(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(EnvironmentMissing) as caught:
-        open_bmc(node, {})
-    assert str(caught.value) == "node edge-1: BMC protocol ipmi is not supported yet"
+        open_bmc(ipmi_node(), {})
+    assert str(caught.value) == (
+        "'ipmitool' is not installed; install it with: apt-get install ipmitool")
