@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from blueprint.errors import DeployFailed
 
@@ -65,5 +68,20 @@ def fetch_text(url: str, *, proxy: str | None = None, timeout: float = 60) -> st
         with _opener(proxy).open(url, timeout=timeout) as response:
             return str(response.read().decode("utf-8"))
     except OSError as exc:
+        msg = f"cannot fetch {url}: {exc}"
+        raise DeployFailed(msg) from exc
+
+
+def fetch_json(url: str, *, proxy: str | None = None, timeout: float = 60) -> Any | None:
+    """A JSON answer (PyPI's API); None when the server says 404, an error otherwise."""
+    try:
+        with _opener(proxy).open(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        msg = f"cannot fetch {url}: {exc}"
+        raise DeployFailed(msg) from exc
+    except (OSError, ValueError) as exc:
         msg = f"cannot fetch {url}: {exc}"
         raise DeployFailed(msg) from exc

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from blueprint.bom import pypi
 from blueprint.bom.apt import DEFAULT_SECURITY, AptRoot, DebianPackage, url_path
 from blueprint.bom.fetch import download_all, fetch_text
 from blueprint.bom.licences import (
@@ -38,13 +39,14 @@ class LockItem(BaseModel):
 
     name: str
     version: str
-    kind: Literal["deb", "apt-index", "file"]
+    kind: Literal["deb", "apt-index", "file", "pypi"]
     url: str
     path: str = Field(description="where the item lies in a bundle and on the site mirror")
     size: int | None = None
     sha256: str = Field(pattern=SHA256.pattern)
     licence: str
-    layer: str
+    layer: str = Field(description="a blueprint layer, or `controller` for the product's own "
+                                    "Python packages")
     node_roles: list[str] = Field(default_factory=list)
     source: str | None = Field(default=None, description="Debian source package")
 
@@ -188,7 +190,8 @@ def build_lock(
     baseline_status: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Lock:
-    """Resolve every artifact of the site: Debian packages per node role, release binaries."""
+    """Resolve every artifact of the site: Debian packages per node role, release binaries,
+    the product's own Python packages."""
     inputs = site_inputs(loaded)
     apt_root = AptRoot(cache_dir / f"apt-{release}-{architecture}", release=release,
                        architecture=architecture, archive=archive,
@@ -262,6 +265,17 @@ def build_lock(
             name=binary.name, version=binary.version, kind="file", url=binary.upstream_url,
             path=url_path(binary.upstream_url), sha256=sha, licence=normalise(binary.licence),
             layer=LAYER)
+
+    # The product's own Python packages, as this installation runs them: what an air-gapped
+    # controller installs from the bundle.
+    pins = pypi.installed_closure()
+    progress(f"reading PyPI's files of the product's {len(pins)} Python packages")
+    for wheel in pypi.resolve_python_packages(pins, proxy=proxy):
+        items[("pypi", wheel.name, wheel.version)] = LockItem(
+            name=wheel.name, version=wheel.version, kind="pypi", url=wheel.url,
+            path=wheel.bundle_path, size=wheel.size, sha256=wheel.sha256,
+            licence=wheel.licence, layer=pypi.LAYER)
+    inputs["python"] = pypi.environment(pins)
 
     baseline_sha = (hashlib.sha256(baseline_status.read_bytes()).hexdigest()
                     if baseline_status else None)
