@@ -186,12 +186,17 @@ def build_lock(
     architecture: str,
     archive: str,
     proxy: str | None,
+    python_proxy: str | None = None,
     security_archive: str = DEFAULT_SECURITY,
     baseline_status: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Lock:
     """Resolve every artifact of the site: Debian packages per node role, release binaries,
-    the product's own Python packages."""
+    the product's own Python packages.
+
+    `proxy` serves apt and the release binaries (the site's apt proxy in mirror mode);
+    `python_proxy` serves PyPI, which an apt proxy such as apt-cacher-ng does not.
+    """
     inputs = site_inputs(loaded)
     apt_root = AptRoot(cache_dir / f"apt-{release}-{architecture}", release=release,
                        architecture=architecture, archive=archive,
@@ -270,7 +275,7 @@ def build_lock(
     # controller installs from the bundle.
     pins = pypi.installed_closure()
     progress(f"reading PyPI's files of the product's {len(pins)} Python packages")
-    for wheel in pypi.resolve_python_packages(pins, proxy=proxy):
+    for wheel in pypi.resolve_python_packages(pins, proxy=python_proxy):
         items[("pypi", wheel.name, wheel.version)] = LockItem(
             name=wheel.name, version=wheel.version, kind="pypi", url=wheel.url,
             path=wheel.bundle_path, size=wheel.size, sha256=wheel.sha256,
