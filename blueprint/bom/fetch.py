@@ -62,14 +62,19 @@ def download_all(jobs: list[tuple[str, Path, str]], *, proxy: str | None = None,
             future.result()
 
 
-def fetch_text(url: str, *, proxy: str | None = None, timeout: float = 60) -> str:
-    """A small text file (a published checksum list)."""
+def fetch_bytes(url: str, *, proxy: str | None = None, timeout: float = 60) -> bytes:
+    """A small file (a signing key, a release index) into memory."""
     try:
         with _opener(proxy).open(url, timeout=timeout) as response:
-            return str(response.read().decode("utf-8"))
+            return bytes(response.read())
     except OSError as exc:
         msg = f"cannot fetch {url}: {exc}"
         raise DeployFailed(msg) from exc
+
+
+def fetch_text(url: str, *, proxy: str | None = None, timeout: float = 60) -> str:
+    """A small text file (a published checksum list)."""
+    return fetch_bytes(url, proxy=proxy, timeout=timeout).decode("utf-8")
 
 
 def fetch_json(url: str, *, proxy: str | None = None, timeout: float = 60) -> Any | None:

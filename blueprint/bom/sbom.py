@@ -48,12 +48,19 @@ class Component:
     lock_status: str = "locked"  # locked | differs-from-lock | not-in-lock | not-installed
     lock_version: str | None = None
     kind: str = "deb"  # the lock's kind: deb, file, pypi
+    repository: str | None = None  # a third-party apt repository of the catalogue
 
     def purl(self, release: str) -> str:
         from packageurl import PackageURL
 
         if self.kind == "pypi":
             return str(PackageURL(type="pypi", name=self.name, version=self.version))
+        if self.repository is not None:
+            # Not Debian's package: the catalogue repository is its namespace.
+            return str(PackageURL(type="deb", namespace=self.repository, name=self.name,
+                                  version=self.version,
+                                  qualifiers={"arch": self.architecture} if self.architecture
+                                  else {}))
         return str(PackageURL(type="deb", namespace="debian", name=self.name,
                               version=self.version,
                               qualifiers={"arch": self.architecture,
@@ -116,6 +123,7 @@ def merge(lock: Lock, nodes: list[NodePackages]) -> list[Component]:
                     component.sha256, component.url, component.layer = (item.sha256, item.url,
                                                                         item.layer)
                     component.licence = item.licence
+                component.repository = item.repository if item is not None else None
                 found[(name, version)] = component
             component.nodes.append(node.node)
             if component.licence == NOASSERTION and name in node.copyrights:
@@ -135,7 +143,7 @@ def merge(lock: Lock, nodes: list[NodePackages]) -> list[Component]:
         if name not in installed:
             found[(name, item.version)] = Component(
                 name, item.version, "", item.licence, item.sha256, item.url, item.layer,
-                lock_status="not-installed")
+                lock_status="not-installed", repository=item.repository)
     return sorted(found.values(), key=lambda c: (c.name, c.version))
 
 
