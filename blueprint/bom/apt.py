@@ -186,8 +186,13 @@ class AptRoot:
                    f"({', '.join(self.components)}, {self.architecture}){also}")
             raise BadInput(msg)
         sources = self._sources_file(repositories)
+        # One package cache per set of sources, so no set ever reads another's.
+        cache = self.root / "cache" / sources.stem
         out = self._apt(["apt-get", "install", "--print-uris", "-qq",
-                         "-o", f"Dir::Etc::SourceList={sources}", "--", *packages])
+                         "-o", f"Dir::Etc::SourceList={sources}",
+                         "-o", f"Dir::Cache::pkgcache={cache}-pkgcache.bin",
+                         "-o", f"Dir::Cache::srcpkgcache={cache}-srcpkgcache.bin",
+                         "--", *packages])
         index = self._index()
         resolved = []
         for line in out.splitlines():
