@@ -39,7 +39,19 @@ class CatalogueRepository(StrictModel):
     layer: str
     url: str
     key: str = ""
+    key_fingerprint: str = Field(
+        default="", description="OpenPGP fingerprint of the one key trusted to sign the "
+                                "repository (apt); the bill of materials refuses any other")
     variables: RoleVariables | None = None
+
+    @field_validator("key_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        compact = value.replace(" ", "").upper()
+        if compact and not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", compact):
+            msg = f"'{value}' is not an OpenPGP fingerprint (40 or 64 hex digits)"
+            raise ValueError(msg)
+        return compact
 
 
 class CatalogueBinary(StrictModel):

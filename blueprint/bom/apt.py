@@ -14,12 +14,14 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from debian.deb822 import Release
 
+from blueprint.bom.flatrepo import FlatRepository
 from blueprint.errors import BadInput, DeployFailed
 from blueprint.proc import require_tool, run
 
@@ -58,12 +60,14 @@ class IndexFile:
 
 
 class AptRoot:
-    """A private apt configuration for one release, architecture and archive."""
+    """A private apt configuration for one release, architecture and archive, and the
+    third-party flat repositories (already verified) some node roles add to it."""
 
     def __init__(self, root: Path, *, release: str, architecture: str = "amd64",
                  archive: str = DEFAULT_ARCHIVE, security: str = DEFAULT_SECURITY,
                  components: tuple[str, ...] = DEFAULT_COMPONENTS,
-                 proxy: str | None = None, baseline_status: Path | None = None) -> None:
+                 proxy: str | None = None, baseline_status: Path | None = None,
+                 repositories: Sequence[FlatRepository] = ()) -> None:
         self.root = root
         self.release = release
         self.architecture = architecture
@@ -72,6 +76,7 @@ class AptRoot:
         self.components = components
         self.proxy = proxy
         self.baseline_status = baseline_status
+        self.repositories = {repository.name: repository for repository in repositories}
         self._cached_index: dict[tuple[str, str, str], dict[str, str]] | None = None
 
     def suites(self) -> list[tuple[str, str]]:
@@ -99,9 +104,8 @@ class AptRoot:
             shutil.copyfile(self.baseline_status, status)
         else:
             status.write_text("", encoding="utf-8")
-        (self.root / "etc/apt/sources.list").write_text("".join(
-            f"deb [signed-by={DEBIAN_KEYRING}] {base} {suite} {' '.join(self.components)}\n"
-            for base, suite in self.suites()), encoding="utf-8")
+        (self.root / "etc/apt/sources.list").write_text(
+            self._sources(list(self.repositories)), encoding="utf-8")
         lines = [
             f'Dir::Etc "{self.root}/etc/apt";',
             f'Dir::State "{self.root}/state";',
@@ -121,6 +125,24 @@ class AptRoot:
         log.info("Fetching the %s indices from %s", self.release, self.archive)
         self._apt(["apt-get", "update", "-qq"])
 
+    def _sources(self, repositories: Sequence[str]) -> str:
+        """Debian's suites, then the named third-party repositories."""
+        lines = [f"deb [signed-by={DEBIAN_KEYRING}] {base} {suite} {' '.join(self.components)}\n"
+                 for base, suite in self.suites()]
+        lines += [self.repositories[name].source_line() for name in sorted(repositories)]
+        return "".join(lines)
+
+    def _sources_file(self, repositories: Sequence[str]) -> Path:
+        """A sources list with only these third-party repositories beside Debian's, as a
+        node that has only their roles' sources sees it (their lists are fetched already)."""
+        if not repositories:
+            name = "sources-debian.list"
+        else:
+            name = f"sources-{'+'.join(sorted(repositories))}.list"
+        path = self.root / "etc/apt" / name
+        path.write_text(self._sources(repositories), encoding="utf-8")
+        return path
+
     def _apt(self, cmd: list[str]) -> str:
         env = {**os.environ, "APT_CONFIG": str(self.config), "LC_ALL": "C"}
         done = run(cmd, env=env, check=False, timeout=900)
@@ -134,8 +156,13 @@ class AptRoot:
         return sorted((self.root / "state/lists").glob(f"*{suffix}"))
 
     def available(self) -> set[str]:
-        """Package names the release offers."""
-        return {name for name, _, _ in self._index()}
+        """Package names the release offers (Debian's suites, not third-party repositories)."""
+        prefixes = tuple(_list_name(f"{base}/dists/{suite}/") for base, suite in self.suites())
+        names: set[str] = set()
+        for path in self._lists("_Packages"):
+            if path.name.startswith(prefixes):
+                names.update(name for name, _, _ in read_packages_index(path))
+        return names
 
     def _index(self) -> dict[tuple[str, str, str], dict[str, str]]:
         if self._cached_index is None:
@@ -144,16 +171,28 @@ class AptRoot:
                 self._cached_index.update(read_packages_index(path))
         return self._cached_index
 
-    def resolve(self, packages: list[str], where: str) -> list[DebianPackage]:
-        """The .deb files a node with the baseline status downloads to install `packages`."""
+    def resolve(self, packages: list[str], where: str,
+                repositories: Sequence[str] = ()) -> list[DebianPackage]:
+        """The .deb files a node with the baseline status downloads to install `packages`,
+        with Debian's suites and the named third-party repositories as its sources."""
         if not packages:
             return []
-        missing = sorted(set(packages) - self.available())
+        offered = self.available().union(*(self.repositories[name].packages
+                                           for name in repositories))
+        missing = sorted(set(packages) - offered)
         if missing:
+            also = "".join(f", nor in repository {name}" for name in sorted(repositories))
             msg = (f"{where}: package {', '.join(missing)} is not in Debian {self.release} "
-                   f"({', '.join(self.components)}, {self.architecture})")
+                   f"({', '.join(self.components)}, {self.architecture}){also}")
             raise BadInput(msg)
-        out = self._apt(["apt-get", "install", "--print-uris", "-qq", "--", *packages])
+        sources = self._sources_file(repositories)
+        # One package cache per set of sources, so no set ever reads another's.
+        cache = self.root / "cache" / sources.stem
+        out = self._apt(["apt-get", "install", "--print-uris", "-qq",
+                         "-o", f"Dir::Etc::SourceList={sources}",
+                         "-o", f"Dir::Cache::pkgcache={cache}-pkgcache.bin",
+                         "-o", f"Dir::Cache::srcpkgcache={cache}-srcpkgcache.bin",
+                         "--", *packages])
         index = self._index()
         resolved = []
         for line in out.splitlines():
@@ -200,6 +239,9 @@ class AptRoot:
                     entry = listed[name]
                     files.append(IndexFile(f"dists/{suite}/{name}", f"{url}/{name}",
                                            int(entry["size"]), entry["sha256"]))
+        for repository in self.repositories.values():
+            files += [IndexFile(url_path(index.url), index.url, index.size, index.sha256)
+                      for index in repository.indices]
         return files
 
 
@@ -207,9 +249,16 @@ class AptRoot:
 INDEX_COMPRESSIONS = (".xz", ".bz2", ".gz")
 
 
+# Characters apt's URItoFileName quotes as %xx before it turns '/' into '_'.
+APT_QUOTED = set('\\|{}[]<>"^~_=!@#$%&*')
+
+
 def _list_name(url: str) -> str:
-    """The file apt keeps a fetched index in (its URItoFileName: no scheme, '/' as '_')."""
-    return url.split("://", 1)[-1].replace("/", "_")
+    """The file apt keeps a fetched index in (its URItoFileName: no scheme, some characters
+    quoted, '/' as '_')."""
+    rest = url.split("://", 1)[-1]
+    quoted = "".join(f"%{ord(char):02x}" if char in APT_QUOTED else char for char in rest)
+    return quoted.replace("/", "_")
 
 
 INDEX_FIELDS = ("Package", "Version", "Architecture", "Source", "SHA256", "Size", "Filename")
@@ -243,5 +292,10 @@ def _split_deb_name(filename: str) -> tuple[str, str, str]:
 
 
 def url_path(url: str) -> str:
-    """The path of a URL without its leading '/', as it is laid out in a bundle."""
-    return unquote(urlsplit(url).path).lstrip("/")
+    """The path of a URL without its leading '/', as it is laid out in a bundle.
+
+    Flat repositories name their files `./name.deb`; the '.' segments go, as a server
+    resolves them, so a bundle and its manifest hold one spelling of each path.
+    """
+    parts = unquote(urlsplit(url).path).split("/")
+    return "/".join(part for part in parts if part not in ("", "."))

@@ -44,8 +44,12 @@ class BuiltBundle:
 
 
 def build_bundle(lock_file: Path, out: Path, secret_key: Path, cache: Path, *,
-                 proxy: str | None = None, since: Path | None = None) -> BuiltBundle:
-    """Download every item of the lock (only what changed since `since`), verify, sign, pack."""
+                 proxy: str | None = None, python_proxy: str | None = None,
+                 since: Path | None = None) -> BuiltBundle:
+    """Download every item of the lock (only what changed since `since`), verify, sign, pack.
+
+    Python packages come through `python_proxy`, everything else through `proxy`.
+    """
     require_tool("minisign", "minisign")
     lock = load_lock(lock_file)
     if lock.unresolved:
@@ -65,8 +69,10 @@ def build_bundle(lock_file: Path, out: Path, secret_key: Path, cache: Path, *,
         since_digest = hashlib.sha256(since.read_bytes()).hexdigest()
 
     # Fetch into the cache, each checked against the lock's sha256.
-    jobs = [(item.url, cache / item.path, item.sha256) for item in items]
-    download_all(jobs, proxy=proxy)
+    for kind_proxy, wanted in ((proxy, [item for item in items if item.kind != "pypi"]),
+                               (python_proxy, [item for item in items if item.kind == "pypi"])):
+        download_all([(item.url, cache / item.path, item.sha256) for item in wanted],
+                     proxy=kind_proxy)
 
     with tempfile.TemporaryDirectory(prefix="bp-bundle-") as tmp:
         work = Path(tmp)

@@ -25,7 +25,7 @@ from blueprint.state import StateDir
               help="Debian security archive URL, as the nodes' apt sources name it.")
 @click.option("--proxy", default=None,
               help="HTTP proxy for the downloads (default: the site's apt_proxy in mirror "
-                   "mode, none otherwise).")
+                   "mode, none otherwise; PyPI only through this option).")
 @click.option("--baseline-status", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="dpkg status of the OS install the nodes start from: its "
                                  "packages are not locked (default: none installed).")
@@ -41,11 +41,14 @@ def bom(site: str, release: str, architecture: str, archive: str, security_archi
         msg = f"--baseline-status {baseline_status}: no such file"
         raise BadInput(msg)
     state = StateDir.for_site(loaded.site_dir, state_dir)
+    # The site's apt proxy (apt-cacher-ng and the like) serves apt, not PyPI.
+    python_proxy = proxy
     if proxy is None and loaded.site.artifacts.mode == "mirror":
         proxy = loaded.site.artifacts.apt_proxy
     lock = build_lock(loaded, state.root / "bom-cache", release=release,
                       architecture=architecture, archive=archive,
                       security_archive=security_archive, proxy=proxy,
+                      python_proxy=python_proxy,
                       baseline_status=baseline_status,
                       progress=lambda line: CONSOLE.print(f"  {line}", highlight=False))
     path = lock_path(loaded)
@@ -79,7 +82,9 @@ def bundle() -> None:
               help="Archive to write (default: <state>/bundles/<site>-<lock digest>.tar).")
 @click.option("--since", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="An older lock: the bundle carries only what changed since it.")
-@click.option("--proxy", default=None, help="HTTP proxy for the downloads.")
+@click.option("--proxy", default=None,
+              help="HTTP proxy for the downloads (default: the site's apt_proxy in mirror "
+                   "mode, none otherwise; PyPI only through this option).")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None)
 def bundle_build(site: str, secret_key: Path, out: Path | None, since: Path | None,
                  proxy: str | None, state_dir: Path | None) -> None:
@@ -94,12 +99,13 @@ def bundle_build(site: str, secret_key: Path, out: Path | None, since: Path | No
         msg = f"{path} is missing; run `blueprint bom {site}` first"
         raise BadInput(msg)
     state = StateDir.for_site(loaded.site_dir, state_dir)
+    python_proxy = proxy
     if proxy is None and loaded.site.artifacts.mode == "mirror":
         proxy = loaded.site.artifacts.apt_proxy
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     out = out or state.root / "bundles" / f"{loaded.site.name}-{digest}.tar"
     built = build_bundle(path, out, secret_key, state.root / "bom-cache" / "files",
-                         proxy=proxy, since=since)
+                         proxy=proxy, python_proxy=python_proxy, since=since)
     CONSOLE.print(f"bundle: {built.files} files ({built.size / 1e6:.1f} MB), signed; "
                   f"wrote {built.path}", highlight=False)
 

@@ -15,6 +15,7 @@ from license_expression import AND, OR, ExpressionError, LicenseSymbol
 
 from blueprint.bom.licences import NOASSERTION, copyright_from_deb, spdx_licensing
 from blueprint.bom.lock import Lock
+from blueprint.bom.pypi import notice_text
 from blueprint.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -143,17 +144,22 @@ def write_record(folder: Path, site: str, lock: Lock, decisions: list[ComponentD
         sort_keys=False, width=100), encoding="utf-8")
     missing_notices = []
     for item in lock.items:
-        if item.kind != "deb":
+        if item.kind == "pypi":
+            text = notice_text(item.name, item.version)
+        elif item.kind == "deb":
+            deb = debs_cache / item.path
+            text = copyright_from_deb(deb, item.name)[0] if deb.is_file() else None
+        else:
             continue
-        deb = debs_cache / item.path
-        text = copyright_from_deb(deb, item.name)[0] if deb.is_file() else None
         if text is None:
             missing_notices.append(item.name)
             continue
-        (record / "notices" / f"{item.name}.copyright").write_text(text, encoding="utf-8")
+        suffix = "licence" if item.kind == "pypi" else "copyright"
+        (record / "notices" / f"{item.name}.{suffix}").write_text(text, encoding="utf-8")
     if missing_notices:
         (record / "notices" / "MISSING.txt").write_text(
             "No copyright file was found for (run `blueprint bom` to fill the cache, or "
-            "the package's doc folder links to another package's):\n"
+            "the package's doc folder links to another package's; a Python package installed "
+            "here at another version than the lock's, or shipping no licence file):\n"
             + "\n".join(missing_notices) + "\n", encoding="utf-8")
     return record

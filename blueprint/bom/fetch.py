@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from blueprint.errors import DeployFailed
 
@@ -59,11 +62,31 @@ def download_all(jobs: list[tuple[str, Path, str]], *, proxy: str | None = None,
             future.result()
 
 
-def fetch_text(url: str, *, proxy: str | None = None, timeout: float = 60) -> str:
-    """A small text file (a published checksum list)."""
+def fetch_bytes(url: str, *, proxy: str | None = None, timeout: float = 60) -> bytes:
+    """A small file (a signing key, a release index) into memory."""
     try:
         with _opener(proxy).open(url, timeout=timeout) as response:
-            return str(response.read().decode("utf-8"))
+            return bytes(response.read())
     except OSError as exc:
+        msg = f"cannot fetch {url}: {exc}"
+        raise DeployFailed(msg) from exc
+
+
+def fetch_text(url: str, *, proxy: str | None = None, timeout: float = 60) -> str:
+    """A small text file (a published checksum list)."""
+    return fetch_bytes(url, proxy=proxy, timeout=timeout).decode("utf-8")
+
+
+def fetch_json(url: str, *, proxy: str | None = None, timeout: float = 60) -> Any | None:
+    """A JSON answer (PyPI's API); None when the server says 404, an error otherwise."""
+    try:
+        with _opener(proxy).open(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        msg = f"cannot fetch {url}: {exc}"
+        raise DeployFailed(msg) from exc
+    except (OSError, ValueError) as exc:
         msg = f"cannot fetch {url}: {exc}"
         raise DeployFailed(msg) from exc

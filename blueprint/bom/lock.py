@@ -13,8 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from blueprint.artifacts import load_catalogue
+from blueprint.bom import pypi
 from blueprint.bom.apt import DEFAULT_SECURITY, AptRoot, DebianPackage, url_path
 from blueprint.bom.fetch import download_all, fetch_text
+from blueprint.bom.flatrepo import FlatRepository, pinned_keyring, verify_flat_repository
 from blueprint.bom.licences import (
     NOASSERTION,
     copyright_from_deb,
@@ -38,15 +41,18 @@ class LockItem(BaseModel):
 
     name: str
     version: str
-    kind: Literal["deb", "apt-index", "file"]
+    kind: Literal["deb", "apt-index", "file", "pypi"]
     url: str
     path: str = Field(description="where the item lies in a bundle and on the site mirror")
     size: int | None = None
     sha256: str = Field(pattern=SHA256.pattern)
     licence: str
-    layer: str
+    layer: str = Field(description="a blueprint layer, or `controller` for the product's own "
+                                    "Python packages")
     node_roles: list[str] = Field(default_factory=list)
     source: str | None = Field(default=None, description="Debian source package")
+    repository: str | None = Field(default=None, description="the catalogue's third-party apt "
+                                                             "repository; none: Debian's")
 
 
 class Unresolved(BaseModel):
@@ -184,16 +190,26 @@ def build_lock(
     architecture: str,
     archive: str,
     proxy: str | None,
+    python_proxy: str | None = None,
     security_archive: str = DEFAULT_SECURITY,
     baseline_status: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Lock:
-    """Resolve every artifact of the site: Debian packages per node role, release binaries."""
+    """Resolve every artifact of the site: Debian packages per node role, release binaries,
+    the product's own Python packages.
+
+    `proxy` serves apt and the release binaries (the site's apt proxy in mirror mode);
+    `python_proxy` serves PyPI, which an apt proxy such as apt-cacher-ng does not.
+    """
     inputs = site_inputs(loaded)
+
+    # Third-party repositories the roles name, each verified with the key the catalogue pins.
+    repositories = third_party_repositories(loaded, cache_dir / "keyrings", architecture,
+                                            proxy, progress)
     apt_root = AptRoot(cache_dir / f"apt-{release}-{architecture}", release=release,
                        architecture=architecture, archive=archive,
                        security=security_archive, proxy=proxy,
-                       baseline_status=baseline_status)
+                       baseline_status=baseline_status, repositories=repositories)
     apt_root.prepare()
     available = apt_root.available()
     items: dict[tuple[str, str, str], LockItem] = {}
@@ -201,16 +217,23 @@ def build_lock(
     debs: dict[tuple[str, str, str], DebianPackage] = {}
 
     # Debian packages per node role, layer by layer: a dependency belongs to the first layer
-    # whose install pulls it in, as it does on a node.
+    # whose install pulls it in, as it does on a node. A third-party repository is a source
+    # from the layer that adds it on, for the node roles it is added on.
     first_layer = ""
+    repository_users: dict[str, tuple[str, set[str]]] = {}
     for role in node_roles_of(loaded):
         wanted: list[str] = []
+        sources: set[str] = set()
         for request in layer_requests(loaded, role):
             first_layer = first_layer or request.layer
             progress(f"resolving layer {request.layer} for node role {role}")
             wanted += request.packages + [name for name in request.optional if name in available]
+            wanted += [name for name, _ in request.third_party]
+            sources |= {repository for _, repository in request.third_party}
+            for repository in sources:
+                repository_users.setdefault(repository, (request.layer, set()))[1].add(role)
             where = f"layer {request.layer}, node role {role}"
-            for package in apt_root.resolve(sorted(set(wanted)), where):
+            for package in apt_root.resolve(sorted(set(wanted)), where, sorted(sources)):
                 key = ("deb", package.name, package.version)
                 if key in items:
                     if role not in items[key].node_roles:
@@ -221,25 +244,24 @@ def build_lock(
                     name=package.name, version=package.version, kind="deb", url=package.url,
                     path=url_path(package.url), size=package.size, sha256=package.sha256,
                     licence=NOASSERTION, layer=request.layer, node_roles=[role],
-                    source=package.source)
-            for name, repository in request.third_party:
-                # TODO(issue 8): resolve third-party apt repositories of the catalogue (NVIDIA's)
-                # with their own signing keys; only Debian's archive is resolved today.
-                unresolved.append(Unresolved(
-                    name=name, layer=request.layer,
-                    reason=f"from catalogue repository {repository}: third-party apt "
-                           "repositories are not resolved by this version"))
+                    source=package.source, repository=_repository_of(package.url, repositories))
             unresolved += [Unresolved(name=what, layer=request.layer,
                                       reason="chosen on the node at deploy time")
                            for what in request.on_node]
 
-    # The release indices the nodes' apt reads, so a mirror can serve them unchanged.
+    # The release indices the nodes' apt reads, so a mirror can serve them unchanged; a
+    # third-party repository's for the layer and node roles that add it.
     if debs:
         for index in apt_root.index_files():
+            third_party = _repository_of(index.url, repositories)
+            layer, roles = first_layer, set(node_roles_of(loaded))
+            if third_party is not None:
+                layer, roles = repository_users[third_party]
             items[("apt-index", index.path, release)] = LockItem(
                 name=index.path, version=release, kind="apt-index", url=index.url,
                 path=url_path(index.url), size=index.size, sha256=index.sha256,
-                licence=NOASSERTION, layer=first_layer, node_roles=node_roles_of(loaded))
+                licence=NOASSERTION, layer=layer, node_roles=sorted(roles),
+                repository=third_party)
 
     # Licences from the packages' own copyright files.
     progress(f"reading the copyright files of {len(debs)} packages")
@@ -263,6 +285,17 @@ def build_lock(
             path=url_path(binary.upstream_url), sha256=sha, licence=normalise(binary.licence),
             layer=LAYER)
 
+    # The product's own Python packages, as this installation runs them: what an air-gapped
+    # controller installs from the bundle.
+    pins = pypi.installed_closure()
+    progress(f"reading PyPI's files of the product's {len(pins)} Python packages")
+    for wheel in pypi.resolve_python_packages(pins, proxy=python_proxy):
+        items[("pypi", wheel.name, wheel.version)] = LockItem(
+            name=wheel.name, version=wheel.version, kind="pypi", url=wheel.url,
+            path=wheel.bundle_path, size=wheel.size, sha256=wheel.sha256,
+            licence=wheel.licence, layer=pypi.LAYER)
+    inputs["python"] = pypi.environment(pins)
+
     baseline_sha = (hashlib.sha256(baseline_status.read_bytes()).hexdigest()
                     if baseline_status else None)
     return Lock(
@@ -271,6 +304,33 @@ def build_lock(
         security_archive=security_archive, baseline_status_sha256=baseline_sha, inputs=inputs,
         items=sorted(items.values(), key=lambda item: (item.kind, item.name, item.version)),
         unresolved=unresolved)
+
+
+def third_party_repositories(loaded: LoadedSite, keyrings: Path, architecture: str,
+                             proxy: str | None,
+                             progress: Callable[[str], None]) -> list[FlatRepository]:
+    """The catalogue's apt repositories the site's roles install from, each verified."""
+    names = sorted({repository for role in node_roles_of(loaded)
+                    for request in layer_requests(loaded, role)
+                    for _, repository in request.third_party})
+    catalogue = load_catalogue()
+    verified = []
+    for name in names:
+        entry = catalogue.repositories.get(name)
+        if entry is None or entry.kind != "apt":
+            known = ", ".join(sorted(key for key, value in catalogue.repositories.items()
+                                     if value.kind == "apt"))
+            msg = f"repository {name} is not an apt repository of the catalogue ({known})"
+            raise BadInput(msg)
+        progress(f"checking repository {name} ({entry.url}) with key {entry.key_fingerprint}")
+        keyring = pinned_keyring(name, entry, keyrings / f"{name}.gpg", proxy)
+        verified.append(verify_flat_repository(name, entry, keyring, architecture, proxy))
+    return verified
+
+
+def _repository_of(url: str, repositories: list[FlatRepository]) -> str | None:
+    return next((repository.name for repository in repositories
+                 if url.startswith(f"{repository.base}/")), None)
 
 
 def published_sha256(url: str, checksum_url: str, proxy: str | None) -> str | None:

@@ -27,6 +27,8 @@ class AptEntry(StrictModel):
         default=None, description="a list variable: the mapping's lists for each of its items")
     when_contains: tuple[str, str] | None = Field(
         default=None, description="[list variable, item]: only when the list holds the item")
+    when_equals: tuple[str, str] | None = Field(
+        default=None, description="[variable, value]: only when the variable has the value")
     node_roles: list[str] = Field(default_factory=list, description="empty: the role's nodes")
     package: str | None = None
     optional: bool = False
@@ -123,6 +125,10 @@ def layer_requests(loaded: LoadedSite, node_role: str) -> list[LayerRequest]:
                 if entry.when_contains is not None:
                     listed, item = entry.when_contains
                     if item not in (variables.get(listed) or []):
+                        continue
+                if entry.when_equals is not None:
+                    variable, value = entry.when_equals
+                    if str(variables.get(variable)) != value:
                         continue
                 names = _entry_names(role, entry, variables)
                 if entry.repository is not None:

@@ -34,7 +34,8 @@ COPYRIGHTS = "cd /usr/share/doc && tar -cf - --dereference --wildcards '*/copyri
 
 @dataclass
 class Component:
-    """One Debian package of the site: what the lock says and where it is installed."""
+    """One component of the site (a Debian package, a file, a controller's Python package):
+    what the lock says and where it is installed."""
 
     name: str
     version: str
@@ -46,10 +47,20 @@ class Component:
     nodes: list[str] = field(default_factory=list)
     lock_status: str = "locked"  # locked | differs-from-lock | not-in-lock | not-installed
     lock_version: str | None = None
+    kind: str = "deb"  # the lock's kind: deb, file, pypi
+    repository: str | None = None  # a third-party apt repository of the catalogue
 
     def purl(self, release: str) -> str:
         from packageurl import PackageURL
 
+        if self.kind == "pypi":
+            return str(PackageURL(type="pypi", name=self.name, version=self.version))
+        if self.repository is not None:
+            # Not Debian's package: the catalogue repository is its namespace.
+            return str(PackageURL(type="deb", namespace=self.repository, name=self.name,
+                                  version=self.version,
+                                  qualifiers={"arch": self.architecture} if self.architecture
+                                  else {}))
         return str(PackageURL(type="deb", namespace="debian", name=self.name,
                               version=self.version,
                               qualifiers={"arch": self.architecture,
@@ -112,23 +123,27 @@ def merge(lock: Lock, nodes: list[NodePackages]) -> list[Component]:
                     component.sha256, component.url, component.layer = (item.sha256, item.url,
                                                                         item.layer)
                     component.licence = item.licence
+                component.repository = item.repository if item is not None else None
                 found[(name, version)] = component
             component.nodes.append(node.node)
             if component.licence == NOASSERTION and name in node.copyrights:
                 if name not in licences:
                     licences[name] = licence_of_copyright(node.copyrights[name])
                 component.licence = licences[name]
-    # Files of the catalogue (binaries, archives) as the lock pins them.
+    # Files of the catalogue (binaries, archives) and the controller's Python packages, as
+    # the lock pins them: no node reports them.
     for item in lock.items:
-        if item.kind == "file":
-            found[(item.name, item.version)] = Component(
-                item.name, item.version, "", item.licence, item.sha256, item.url, item.layer)
+        if item.kind in ("file", "pypi"):
+            # Keyed apart from Debian's: PyPI's tzdata is not Debian's tzdata.
+            found[(f"{item.kind}:{item.name}", item.version)] = Component(
+                item.name, item.version, "", item.licence, item.sha256, item.url, item.layer,
+                kind=item.kind)
     installed = {name for name, _ in found}
     for name, item in sorted(locked.items()):
         if name not in installed:
             found[(name, item.version)] = Component(
                 name, item.version, "", item.licence, item.sha256, item.url, item.layer,
-                lock_status="not-installed")
+                lock_status="not-installed", repository=item.repository)
     return sorted(found.values(), key=lambda c: (c.name, c.version))
 
 

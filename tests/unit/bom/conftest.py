@@ -1,4 +1,5 @@
-"""Fixtures of the bill of materials tests: a stand-in upstream release and minisign keys."""
+"""Fixtures of the bill of materials tests: a stand-in upstream release, minisign keys, a
+stand-in flat apt repository."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bomhelpers import KeyPair, StandInRelease, make_keypair, serve_folder
+from bomhelpers import (
+    STANDIN_PACKAGES,
+    KeyPair,
+    StandInFlatRepo,
+    StandInRelease,
+    build_deb,
+    make_keypair,
+    make_signing_key,
+    serve_folder,
+    write_flat_repo,
+)
 
 
 @pytest.fixture
@@ -24,3 +35,17 @@ def standin_release(tmp_path: Path) -> Iterator[StandInRelease]:
 @pytest.fixture
 def keys(tmp_path: Path) -> KeyPair:
     return make_keypair(tmp_path / "keys", "operator")
+
+
+@pytest.fixture
+def standin_repo(standin_release: StandInRelease) -> Iterator[StandInFlatRepo]:
+    folder = standin_release.root / "standin-nvidia" / "stable" / "deb" / "amd64"
+    folder.mkdir(parents=True)
+    key = make_signing_key("STAND-IN NVIDIA repository key <stand-in@example.invalid>")
+    debs = {package.name: build_deb(folder, package) for package in STANDIN_PACKAGES}
+    write_flat_repo(folder, list(debs.values()), key)
+    # Beside the architectures' folders, as NVIDIA keeps libnvidia-container/gpgkey.
+    standin_release.publish("standin-nvidia/gpgkey", key.public)
+    yield StandInFlatRepo(folder, f"{standin_release.url}/standin-nvidia/stable/deb/$(ARCH)/",
+                          f"{standin_release.url}/standin-nvidia/gpgkey", key, debs)
+    key.close()

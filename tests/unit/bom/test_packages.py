@@ -81,6 +81,22 @@ def test_requests_follow_layers_node_roles_and_overrides(tmp_path: Path) -> None
     assert gpu["gpu"].on_node
 
 
+@pytest.mark.parametrize(("source", "debian", "third_party"), [
+    ("distribution", ["nvidia-kernel-dkms", "nvidia-driver", "nvidia-smi",
+                      "nvidia-persistenced"], []),
+    ("cuda-repo", [], [("cuda-drivers", "nvidia-cuda")]),
+    ("preinstalled", [], []),
+])
+def test_the_driver_source_chooses_debian_or_the_cuda_repository(
+    tmp_path: Path, source: str, debian: list[str], third_party: list[tuple[str, str]],
+) -> None:
+    loaded = load_site(write_site(tmp_path, overrides={"gpu_driver_source": source}))
+    [gpu] = [request for request in layer_requests(loaded, "gpu") if request.layer == "gpu"]
+    assert gpu.packages == ["dkms", *debian]
+    assert sorted(gpu.third_party) == sorted(
+        [*third_party, ("nvidia-container-toolkit", "nvidia-container-toolkit")])
+
+
 def test_storage_classes_choose_the_storage_packages(tmp_path: Path) -> None:
     """local-path installs nothing; nfs adds the client everywhere and the server on storage."""
     site_file = write_site(tmp_path, blueprint="ai-edge", nodes=[
