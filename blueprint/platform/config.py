@@ -438,6 +438,7 @@ class ResolvedChart(StrictModel):
 class PlatformNode(StrictModel):
     name: str
     roles: list[str]
+    address: str | None = Field(default=None, description="the node's address in the site")
 
 
 class PlatformConfig(StrictModel):

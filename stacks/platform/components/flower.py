@@ -14,7 +14,8 @@ CERT_SECRET = "superlink-tls"
 FLEET_PORT = 9092
 # ServerAppIo (9091) stays in the cluster; the Fleet API (9092) is what SuperNodes of every
 # site dial; the Control API (9093) is for `flwr run` from inside the site.
-PORTS = {"serverappio": 9091, "fleet": FLEET_PORT, "control": 9093}
+CONTROL_PORT = 9093
+PORTS = {"serverappio": 9091, "fleet": FLEET_PORT, "control": CONTROL_PORT}
 
 
 def superlink_deployment(platform: Platform) -> dict[str, Any]:
@@ -173,6 +174,11 @@ class Flower(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[space]))
             waits.append(link)
             platform.outputs["flower_superlink_address"] = f"{host}:{FLEET_PORT}"
+            # What the validation's Flower checks use: `flwr` speaks to the Control API,
+            # whose certificate the site CA issued; every SuperNode of this site takes part.
+            platform.outputs["flower_control_address"] = f"{host}:{CONTROL_PORT}"
+            platform.outputs["flower_supernodes"] = sum(
+                len(nodes) for nodes in supernode_nodes(platform).values())
         for kind, nodes in supernode_nodes(platform).items():
             body = supernode_daemonset(platform, kind, nodes)
             k8s.apps.v1.DaemonSet(f"{name}-supernode-{kind}", metadata=body["metadata"],

@@ -17,6 +17,10 @@ from stacks.platform.common import (
 )
 
 SHARING_CONFIG = "gpu-sharing"
+# The `job` label Prometheus gives the DCGM exporter's targets: the operator's ServiceMonitor
+# selects its Service of this name, and the job label defaults to the Service's name.
+# TODO: verify against a rendered gpu-operator chart on a connected machine.
+DCGM_JOB = "nvidia-dcgm-exporter"
 
 
 def gpu_operator_values(platform: Platform) -> dict[str, Any]:
