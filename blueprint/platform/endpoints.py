@@ -67,8 +67,8 @@ def endpoints_document(outputs: Mapping[str, Any], cluster: ClusterApi,
     """The endpoints file's content from the stack's outputs; absent components left out.
 
     JupyterHub and Flower are reached on the site's names (certificates from the site CA);
-    MLflow and Prometheus through the API server's service proxy with the validation's
-    ServiceAccount token (see stacks/platform/components/validation.py).
+    MLflow, Prometheus and Argo's server through the API server's service proxy with the
+    validation's ServiceAccount token (see stacks/platform/components/validation.py).
     """
     out = plain_outputs(outputs)
     document: dict[str, Any] = {}
@@ -102,7 +102,13 @@ def endpoints_document(outputs: Mapping[str, Any], cluster: ClusterApi,
             prometheus["exporter_job"] = out["prometheus_exporter_job"]
         document["prometheus"] = prometheus
 
-    # Pipelines (Argo) and serving (KServe) are not exported yet: docs/ai-checks.md says why.
+    if out.get("pipelines_api_path") and token and out.get("pipelines_check_image"):
+        document["pipelines"] = {"url": cluster.server + out["pipelines_api_path"],
+                                 "token": {"value": token},
+                                 "namespace": out.get("pipelines_namespace", "edge-pipelines"),
+                                 "image": out["pipelines_check_image"], **_verify(cluster_ca)}
+
+    # Serving (KServe) is left out: the stack serves no model yet (docs/ai-checks.md).
     return document
 
 

@@ -77,6 +77,10 @@ def validation_services(config: PlatformConfig) -> list[ProxiedService]:
         # The mlflow chart's Service (named after the release) in front of port 5000.
         services.append(ProxiedService("mlflow", "mlflow", "edge-mlflow", "mlflow-server",
                                        port=80, pod_port=5000))
+    if on.pipelines and config.options.pipelines.engine == "argo-workflows":
+        # Argo's server in its "server" auth mode: the API server's proxy is the gate.
+        services.append(ProxiedService("pipelines", "pipelines", "edge-pipelines",
+                                       "argo-workflows-server", port=2746, pod_port=2746))
     if on.monitoring:
         # The operator's own Service for every Prometheus it runs.
         services.append(ProxiedService("prometheus", "monitoring", "edge-monitoring",

@@ -1,10 +1,12 @@
-"""How `blueprint validate` reaches APIs that have no login of their own (MLflow, Prometheus).
+"""How `blueprint validate` reaches APIs that have no login of their own.
 
-Those APIs sit behind oauth2-proxy, which takes browser logins, not tokens; publishing them
-without it would leave them open. The validation goes through the Kubernetes API server's
-service proxy instead (`/api/v1/namespaces/<ns>/services/<scheme>:<name>:<port>/proxy`) with
-the token of one ServiceAccount that may use exactly those proxies and nothing else: the API
-server authenticates and authorizes every call, and nothing new is published.
+MLflow, Prometheus and Argo's server (in its "server" auth mode) sit behind oauth2-proxy,
+which takes browser logins, not tokens; publishing them without it would leave them open.
+The validation goes through the Kubernetes API server's service proxy instead
+(`/api/v1/namespaces/<ns>/services/<scheme>:<name>:<port>/proxy`) with the token of one
+ServiceAccount that may use exactly those proxies and nothing else: the API server
+authenticates and authorizes every call. Nothing new is published; the proxied pods' ports
+admit the control-plane nodes, where the API server runs.
 """
 
 from __future__ import annotations

@@ -61,6 +61,10 @@ def recorded_outputs(hub_token: str = HUB_CANARY, sa_token: str = SA_CANARY,
         "flower_control_address": OutputValue("flower.edge1.example.net:9093"),
         "flower_supernodes": OutputValue(2),
         "site_ca_certificate": OutputValue(CA_PEM),
+        "pipelines_api_path": OutputValue(
+            "/api/v1/namespaces/edge-pipelines/services/http:argo-workflows-server:2746/proxy"),
+        "pipelines_namespace": OutputValue("edge-pipelines"),
+        "pipelines_check_image": OutputValue("registry.lan:5000/library/busybox:1.37.0"),
         "validate_token": OutputValue(sa_token, secret=True),
         "grafana_admin_password": OutputValue("unrelated-secret-value", secret=True),
     }
@@ -110,13 +114,20 @@ def test_the_written_file_loads_into_the_right_endpoints(tmp_path: Path) -> None
     assert flower.root_certificates == tmp_path / "site-ca.pem" and not flower.insecure
     assert flower.supernodes == 2
 
-    # Not exported by the stack yet: their checks say not applicable.
-    assert loaded.pipelines is None and loaded.serving is None
+    pipelines = loaded.pipelines
+    assert pipelines is not None
+    assert pipelines.token.reveal() == SA_CANARY
+    assert pipelines.namespace == "edge-pipelines"
+    assert pipelines.image == "registry.lan:5000/library/busybox:1.37.0"
+    assert pipelines.verify_tls == tmp_path / "cluster-ca.pem"
+
+    # Not exported by the stack: its checks say not applicable.
+    assert loaded.serving is None
 
 
 def test_a_component_the_stack_did_not_export_is_left_out(tmp_path: Path) -> None:
     outputs = {name: value for name, value in recorded_outputs().items()
-               if not name.startswith(("prometheus_", "flower_"))}
+               if not name.startswith(("prometheus_", "flower_", "pipelines_"))}
     document = endpoints_document(outputs, ClusterApi("https://k:6443", None), None, None)
 
     assert sorted(document) == ["jupyterhub", "mlflow"]

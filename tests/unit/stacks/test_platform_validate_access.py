@@ -82,13 +82,15 @@ def test_the_validation_account_may_only_use_the_service_proxies(
 
     roles = {item.inputs["metadata"]["namespace"]: item.inputs["rules"]
              for item in run.by_type("kubernetes:rbac.authorization.k8s.io/v1:Role")}
-    checked.that(sorted(roles) == ["edge-mlflow", "edge-monitoring"])
+    checked.that(sorted(roles) == ["edge-mlflow", "edge-monitoring", "edge-pipelines"])
     checked.that(roles["edge-mlflow"] == [{
         "apiGroups": [""], "resources": ["services/proxy"],
         "resourceNames": ["mlflow-server", "http:mlflow-server:80"],
         "verbs": ["get", "create", "update", "patch", "delete"]}])
     checked.that(roles["edge-monitoring"][0]["resourceNames"]
                  == ["prometheus-operated", "http:prometheus-operated:9090"])
+    checked.that(roles["edge-pipelines"][0]["resourceNames"]
+                 == ["argo-workflows-server", "http:argo-workflows-server:2746"])
     for binding in run.by_type("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"):
         checked.that(binding.inputs["subjects"] == [{
             "kind": "ServiceAccount", "name": "blueprint-validate",
@@ -142,6 +144,18 @@ def test_what_the_checks_need_is_exported_and_credentials_as_secrets(
         checked.that(name not in default_run.secret_outputs, name)
 
 
+def test_argo_runs_workflows_as_an_account_that_may_report_their_results(
+        default_run: ProgramRun, checked: Checked) -> None:
+    argo = values(default_run, "pipelines-argo")
+    checked.that(argo["server"]["authModes"] == ["server"])
+    checked.that(argo["workflow"]["serviceAccount"] == {"create": True,
+                                                        "name": "argo-workflow"})
+    checked.that(argo["controller"]["workflowDefaults"]["spec"]["serviceAccountName"]
+                 == "argo-workflow")
+    checked.that(default_run.outputs["pipelines_check_image"]
+                 == "docker.io/library/busybox:1.37.0")
+
+
 def test_a_switched_off_component_exports_nothing_for_the_checks(
         program_runs: Runs, checked: Checked) -> None:
     run = program_runs(make_config(_without_monitoring))
@@ -149,7 +163,7 @@ def test_a_switched_off_component_exports_nothing_for_the_checks(
         checked.that(name not in run.output_names, name)
     namespaces = {item.inputs["metadata"]["namespace"]
                   for item in run.by_type("kubernetes:rbac.authorization.k8s.io/v1:Role")}
-    checked.that(namespaces == {"edge-mlflow"})
+    checked.that(namespaces == {"edge-mlflow", "edge-pipelines"})
 
 
 def test_the_mocked_outputs_make_an_endpoints_file_the_checks_accept(
@@ -166,7 +180,12 @@ def test_the_mocked_outputs_make_an_endpoints_file_the_checks_accept(
     checked.that(str(loaded.mlflow.url).startswith("https://10.20.0.11:6443/api/v1/"))
     checked.that(loaded.prometheus.exporter_job == "nvidia-dcgm-exporter")
     checked.that(loaded.flower.root_certificates == site_ca)
-    checked.that(loaded.pipelines is None and loaded.serving is None)
+    assert loaded.pipelines is not None
+    checked.that(str(loaded.pipelines.url).endswith(
+        "/namespaces/edge-pipelines/services/http:argo-workflows-server:2746/proxy"))
+    checked.that(loaded.pipelines.namespace == "edge-pipelines")
+    checked.that(loaded.pipelines.image == "docker.io/library/busybox:1.37.0")
+    checked.that(loaded.serving is None, "no model is served by the stack yet")
 
     off = program_runs(make_config(_without_monitoring))
     partial = AiEndpoints.model_validate(
