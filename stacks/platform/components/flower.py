@@ -61,7 +61,9 @@ def superlink_deployment(platform: Platform) -> dict[str, Any]:
 def superlink_service(platform: Platform) -> dict[str, Any]:
     return {
         "metadata": {"name": "superlink", "namespace": NAMESPACE},
-        "spec": {"type": "LoadBalancer",
+        # Local keeps the caller's address, which the Control API's policy admits or not.
+        # TODO: verify with MetalLB's L2 mode on a cluster (it announces from the pod's node).
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
                  "selector": {"app.kubernetes.io/name": "flower-superlink"},
                  "ports": [{"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
                            for name, port in PORTS.items()]},
@@ -172,6 +174,20 @@ class Flower(pulumi.ComponentResource):
                       "policyTypes": ["Ingress"],
                       "ingress": [{"ports": [{"port": FLEET_PORT, "protocol": "TCP"}]}]},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[space]))
+            # The Control API runs Flower apps (code) on every SuperNode and has no login
+            # in open-source Flower: only the networks the site names may reach it.
+            control_from = platform.config.settings.flower.control_from
+            if control_from:
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-control-policy",
+                    metadata={"name": "superlink-control-from-site", "namespace": NAMESPACE},
+                    spec={"podSelector": {"matchLabels": {
+                        "app.kubernetes.io/name": "flower-superlink"}},
+                          "policyTypes": ["Ingress"],
+                          "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}
+                                                for cidr in control_from],
+                                       "ports": [{"port": CONTROL_PORT, "protocol": "TCP"}]}]},
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[space]))
             waits.append(link)
             platform.outputs["flower_superlink_address"] = f"{host}:{FLEET_PORT}"
             # What the validation's Flower checks use: `flwr` speaks to the Control API,

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from blueprint.errors import DeployFailed
 from blueprint.platform import deploy as platform_deploy
+from blueprint.platform.config import SiteFlower
 from blueprint.platform.endpoints import (
     ClusterApi,
     cluster_api,
@@ -153,6 +154,17 @@ def test_loading_the_file_teaches_the_redactor_every_token(tmp_path: Path) -> No
 
     assert hub not in REDACTOR.redact(f"token {hub}")
     assert account not in REDACTOR.redact(f"Bearer {account}")
+
+
+@pytest.mark.parametrize(("flower", "message"), [
+    ({"role": "hub", "control_from": ["10.20.0.300/32"]}, "is not a network"),
+    ({"role": "member", "superlink_address": "hub.example.net:9092",
+      "control_from": ["10.20.0.5/32"]}, "only a hub site"),
+])
+def test_the_control_api_networks_are_checked_when_the_site_loads(
+        flower: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SiteFlower.model_validate(flower)
 
 
 def test_a_kubeconfig_without_a_server_stops_with_what_to_check(tmp_path: Path) -> None:

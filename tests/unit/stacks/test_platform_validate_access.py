@@ -156,6 +156,21 @@ def test_argo_runs_workflows_as_an_account_that_may_report_their_results(
                  == "docker.io/library/busybox:1.37.0")
 
 
+def test_the_flower_control_api_admits_only_the_networks_the_site_names(
+        default_run: ProgramRun, program_runs: Runs, checked: Checked) -> None:
+    policies = default_run.by_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    checked.that("flower-control-policy" not in {item.name for item in policies})
+    service = default_run.by_name("flower-superlink-service").inputs["spec"]
+    checked.that(service["externalTrafficPolicy"] == "Local", "callers keep their address")
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "flower": {"role": "hub", "control_from": ["10.20.0.5/32"]}}
+    run = program_runs(make_config(site=site))
+    spec = run.by_name("flower-control-policy").inputs["spec"]
+    checked.that(spec["ingress"] == [{"from": [{"ipBlock": {"cidr": "10.20.0.5/32"}}],
+                                      "ports": [{"port": 9093, "protocol": "TCP"}]}])
+
+
 def test_a_switched_off_component_exports_nothing_for_the_checks(
         program_runs: Runs, checked: Checked) -> None:
     run = program_runs(make_config(_without_monitoring))
