@@ -53,7 +53,14 @@ def cluster_api(kubeconfig: Path) -> ClusterApi:
     if cluster.get("certificate-authority-data"):
         ca_pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
     elif cluster.get("certificate-authority"):
-        ca_pem = Path(cluster["certificate-authority"]).read_text(encoding="utf-8")
+        # A relative path in a kubeconfig is relative to the kubeconfig's own folder.
+        ca_file = kubeconfig.parent / str(cluster["certificate-authority"])
+        try:
+            ca_pem = ca_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            msg = (f"layer platform: {kubeconfig} names the CA file {ca_file}, which cannot be "
+                   f"read ({exc.strerror}); check the kubernetes layer's kubeconfig")
+            raise DeployFailed(msg) from None
     return ClusterApi(server.rstrip("/"), ca_pem)
 
 
@@ -150,4 +157,5 @@ def _write_public(path: Path, pem: Any) -> Path | None:
     if not pem:
         return None
     path.write_text(str(pem), encoding="utf-8")
+    path.chmod(0o644)
     return path

@@ -175,6 +175,20 @@ def test_a_kubeconfig_without_a_server_stops_with_what_to_check(tmp_path: Path) 
     assert str(bad) in str(raised.value) and "kubeconfig" in str(raised.value)
 
 
+def test_a_kubeconfig_may_name_its_ca_file_relative_to_itself(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text(CLUSTER_PEM)
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://k:6443",
+                                               "certificate-authority": "ca.crt"}}]}))
+    assert cluster_api(path) == ClusterApi("https://k:6443", CLUSTER_PEM)
+
+    (tmp_path / "ca.crt").unlink()
+    with pytest.raises(DeployFailed, match="cannot be read"):
+        cluster_api(path)
+
+
 class FakeStack:
     """The site's stack as `_site_stack` returns it; `up` answers like the Automation API."""
 
