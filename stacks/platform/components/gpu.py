@@ -17,9 +17,9 @@ from stacks.platform.common import (
 )
 
 SHARING_CONFIG = "gpu-sharing"
-# The `job` label Prometheus gives the DCGM exporter's targets: the operator's ServiceMonitor
-# selects its Service of this name, and the job label defaults to the Service's name.
-# TODO: verify against a rendered gpu-operator chart on a connected machine.
+# The `job` label of the DCGM exporter's targets, set by a relabeling of the operator's
+# ServiceMonitor so that it does not depend on the Service's name (validate's
+# ai.prometheus.gpu_exporter looks the targets up by it).
 DCGM_JOB = "nvidia-dcgm-exporter"
 
 
@@ -42,7 +42,9 @@ def gpu_operator_values(platform: Platform) -> dict[str, Any]:
         "devicePlugin": image("device_plugin"),
         "gfd": image("device_plugin"),
         "dcgmExporter": {**image("dcgm_exporter"), "enabled": True,
-                         "serviceMonitor": {"enabled": True}},
+                         "serviceMonitor": {"enabled": True, "relabelings": [
+                             {"action": "replace", "targetLabel": "job",
+                              "replacement": DCGM_JOB}]}},
         "migManager": {**image("mig_manager"), "enabled": options.sharing == "mig"},
         "mig": {"strategy": options.mig_strategy},
         "node-feature-discovery": {

@@ -133,6 +133,11 @@ def test_what_the_checks_need_is_exported_and_credentials_as_secrets(
     checked.that(out["flower_control_address"] == "flower.edge1.example.net:9093")
     checked.that(out["flower_supernodes"] == 1, "one GPU node runs a SuperNode")
     checked.that(out["prometheus_exporter_job"] == "nvidia-dcgm-exporter")
+    # The job label is set where the monitor is made, not assumed from a Service's name.
+    monitor = values(default_run, "gpu-operator")["dcgmExporter"]["serviceMonitor"]
+    checked.that(monitor["enabled"] is True)
+    checked.that(monitor["relabelings"] == [{"action": "replace", "targetLabel": "job",
+                                             "replacement": "nvidia-dcgm-exporter"}])
     checked.that(out["mlflow_api_path"]
                  == "/api/v1/namespaces/edge-mlflow/services/http:mlflow-server:80/proxy")
     checked.that(out["prometheus_api_path"] == "/api/v1/namespaces/edge-monitoring/services/"
