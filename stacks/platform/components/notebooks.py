@@ -25,7 +25,11 @@ VALIDATE_SERVICE = "blueprint-validate"
 VALIDATE_USER = "blueprint-validate"
 # What the checks do (docs/ai-checks.md): create the user, start and stop its named
 # servers, read its model and progress, and reach the started server through the proxy.
-VALIDATE_SCOPES = ["admin:users", "admin:servers", "read:users", "access:servers"]
+CHECK_SCOPES = ("admin:users", "admin:servers", "read:users", "access:servers")
+# Each narrowed to the validation user: the token cannot touch anyone else's account or
+# servers. TODO: confirm on a first cluster that JupyterHub 5 accepts the filtered
+# admin:users for creating that user (the loopback tests used unfiltered scopes).
+VALIDATE_SCOPES = [f"{scope}!user={VALIDATE_USER}" for scope in CHECK_SCOPES]
 # Paths JupyterHub authenticates itself (its tokens), open without oauth2-proxy: the hub's
 # REST API, and the validation user's servers only (their own hub-token check).
 API_PATHS = ["/hub/api/", f"/user/{VALIDATE_USER}/"]

@@ -20,8 +20,10 @@ from validation.ai.config import AiEndpoints
 
 Runs = Callable[[PlatformConfig], ProgramRun]
 INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
-# The scopes docs/ai-checks.md asks of the validation's JupyterHub token.
-SCOPES = ["admin:users", "admin:servers", "read:users", "access:servers"]
+# The scopes docs/ai-checks.md asks of the validation's JupyterHub token, each narrowed to
+# the validation user.
+SCOPES = [f"{scope}!user=blueprint-validate"
+          for scope in ("admin:users", "admin:servers", "read:users", "access:servers")]
 ADDRESSED = [{**node, "address": f"10.20.0.{index + 11}"} for index, node in enumerate(NODES)]
 
 
