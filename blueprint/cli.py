@@ -178,6 +178,9 @@ def _print_outcome(outcome: DeployOutcome, verb: str) -> None:
         changes = ", ".join(f"{op} {n}" for op, n in sorted(outcome.platform.changes.items()))
         CONSOLE.print(f"layer platform: {changes or 'no change'}; stack outputs: "
                       f"{', '.join(outcome.platform.outputs)}", highlight=False)
+        if outcome.platform.endpoints is not None:
+            CONSOLE.print(f"layer platform: AI endpoints for validate in "
+                          f"{outcome.platform.endpoints}", highlight=False)
     CONSOLE.print(f"{verb}: ok, {outcome.changed} change(s); log in {outcome.run_dir}")
 
 

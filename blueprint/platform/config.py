@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
@@ -388,6 +389,21 @@ class SiteFlower(StrictModel):
 
     role: Literal["hub", "member", "none"] = "none"
     superlink_address: str | None = Field(default=None, description="member: hub host:port")
+    control_from: list[str] = Field(
+        default_factory=list,
+        description="hub: networks (CIDR) allowed to the SuperLink's Control API (flwr, "
+                    "validate); none by default: the API has no login of its own")
+
+    @field_validator("control_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                msg = f"control_from '{item}' is not a network; write a CIDR, e.g. 10.20.0.5/32"
+                raise ValueError(msg) from None
+        return value
 
     @model_validator(mode="after")
     def _member_names_hub(self) -> SiteFlower:
@@ -399,6 +415,9 @@ class SiteFlower(StrictModel):
             raise ValueError(msg)
         if self.role == "hub" and self.superlink_address:
             msg = "a hub site runs the SuperLink itself; remove superlink_address"
+            raise ValueError(msg)
+        if self.role != "hub" and self.control_from:
+            msg = "control_from opens a hub's SuperLink; only a hub site has one"
             raise ValueError(msg)
         return self
 
@@ -438,6 +457,7 @@ class ResolvedChart(StrictModel):
 class PlatformNode(StrictModel):
     name: str
     roles: list[str]
+    address: str | None = Field(default=None, description="the node's address in the site")
 
 
 class PlatformConfig(StrictModel):

@@ -16,6 +16,7 @@ from rich.console import Console
 from blueprint.errors import DeployFailed, EnvironmentMissing
 from blueprint.loader import LoadedSite
 from blueprint.platform.config import PlatformConfig
+from blueprint.platform.endpoints import write_endpoints
 from blueprint.platform.resolve import platform_config
 from blueprint.secrets import generated_secret
 from blueprint.state import StateDir
@@ -37,6 +38,7 @@ class PlatformReady:
     kubeconfig: Path
     outputs: list[str] = field(default_factory=list)
     changes: dict[str, int] = field(default_factory=dict)
+    endpoints: Path | None = None
 
 
 def plugin_dir() -> Path:
@@ -158,6 +160,9 @@ def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> 
     ready.outputs = sorted(result.outputs)
     ready.changes = {str(op): count for op, count in
                      (result.summary.resource_changes or {}).items()}
+
+    # What the AI checks read: the stack's endpoints and credentials, 0600 in the state folder.
+    ready.endpoints = write_endpoints(state.root, result.outputs, ready.kubeconfig)
     return ready
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,9 @@ from blueprint.platform.config import PlatformConfig
 PROJECT = "edge-platform"
 # Stand-in outputs for generated secrets: never a real value, so nothing real can leak.
 STAND_IN_SECRET = "preview-stand-in-secret"
+# What the cluster writes into Secrets the program reads back (a token, a CA certificate).
+STAND_IN_CERTIFICATE = "-----BEGIN CERTIFICATE-----\npreview stand-in\n-----END CERTIFICATE-----\n"
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class ProgramRun:
 
     resources: list[Registered] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    # The outputs' values, secrets included (stand-ins): what a deploy's `up` would return.
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: list[str] = field(default_factory=list)
 
     def by_type(self, type_: str) -> list[Registered]:
         return [item for item in self.resources if item.type == type_]
@@ -69,6 +77,8 @@ def run_program(config: PlatformConfig) -> ProgramRun:
             state = dict(args.inputs)
             if args.typ == "random:index/randomPassword:RandomPassword":
                 state.update(result=STAND_IN_SECRET, bcryptHash="$2a$10$stand.in")
+            if args.typ == "kubernetes:core/v1:Secret":
+                state.update(data=_stand_in_data(args))
             return f"{args.name}-id", state
 
         def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
@@ -97,14 +107,40 @@ def run_program(config: PlatformConfig) -> ProgramRun:
     pulumi.runtime.set_all_config(
         {f"{PROJECT}:{program.CONFIG_KEY}": config.model_dump_json()})
 
-    def body() -> None:
+    def body() -> Any:
         program.main()
+        # The program's exports sit on the root stack (the mock engine never receives them).
+        exported = getattr(pulumi.runtime.get_root_resource(), "outputs", {}) or {}
+        run.output_names = sorted(exported)
+        flags = {name: value.is_secret() for name, value in exported.items()
+                 if isinstance(value, pulumi.Output)}
+
+        async def secret_names() -> list[str]:
+            # Which outputs are secrets: a deploy must keep their values out of every output.
+            return sorted([name for name, flag in flags.items() if await flag])
+
+        found: Awaitable[list[str]] = asyncio.ensure_future(secret_names())
+        secrets: pulumi.Output[list[str]] = pulumi.Output.from_input(found)
+        return pulumi.Output.all(pulumi.Output.all(**exported).apply(run.outputs.update),
+                                 secrets.apply(run.secret_outputs.extend))
 
     pulumi.runtime.test(body)()  # type: ignore[no-untyped-call]
-    # The program's exports sit on the root stack (the mock engine never receives them).
-    root = pulumi.runtime.get_root_resource()
-    run.output_names = sorted(getattr(root, "outputs", {}) or {})
     return run
+
+
+def _stand_in_data(args: Any) -> dict[str, str]:
+    """A Secret's data as the cluster would fill it: a token, or a certificate read back."""
+    import base64
+
+    def encoded(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    data = dict(args.inputs.get("data") or {})
+    if args.inputs.get("type") == SERVICE_ACCOUNT_TOKEN:
+        data["token"] = encoded(STAND_IN_SECRET)
+    if args.resource_id:
+        data["ca.crt"] = encoded(STAND_IN_CERTIFICATE)
+    return data
 
 
 def _plain(value: Any) -> Any:
@@ -192,7 +228,11 @@ def _summary(item: Registered) -> str:
         rule = (dig(inputs, "spec.rules") or [{}])[0]
         auth = "nginx.ingress.kubernetes.io/auth-url" in (dig(inputs, "metadata.annotations")
                                                           or {})
-        found.append(f"host={rule.get('host')} login={'oauth2-proxy' if auth else 'none'}")
+        own = (dig(inputs, "metadata.labels") or {}).get("edge.platform/login")
+        login = "oauth2-proxy" if auth else (own or "none")
+        paths = [item["path"] for item in (rule.get("http") or {}).get("paths", [])]
+        found.append(f"host={rule.get('host')} login={login}"
+                     + (f" paths={','.join(paths)}" if paths != ["/"] else ""))
     elif kind in ("Deployment", "DaemonSet"):
         for container in dig(inputs, "spec.template.spec.containers") or []:
             found.append(f"image={container['image']}")

@@ -68,7 +68,7 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
         options=options,
         settings=settings,
         charts=charts,
-        nodes=[PlatformNode(name=node.name, roles=list(node.roles))
+        nodes=[PlatformNode(name=node.name, roles=list(node.roles), address=str(node.address))
                for node in loaded.site.nodes],
         registry_auth=registry_auth_json(registry.override, secrets or {}),
     )

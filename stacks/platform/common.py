@@ -265,5 +265,33 @@ def protected_ingress(
     )
 
 
+def api_ingress(
+    platform: Platform, name: str, namespace: str, host: str, service: str, port: int,
+    paths: Sequence[str], tls_secret: str, parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> k8s.networking.v1.Ingress:
+    """API paths of a protected host that skip oauth2-proxy: only for an application that
+    authenticates every call to them itself (a token it issued), never for one that does not.
+
+    The host's protected ingress owns the certificate; this one reuses its TLS secret, so
+    ingress-nginx serves both from one server block and cert-manager makes one certificate.
+    """
+    return k8s.networking.v1.Ingress(
+        name,
+        metadata={"name": name, "namespace": namespace,
+                  "labels": {"edge.platform/login": "application"}},
+        spec={
+            "ingressClassName": platform.config.options.access.ingress_class,
+            "tls": [{"hosts": [host], "secretName": tls_secret}],
+            "rules": [{"host": host, "http": {"paths": [{
+                "path": path, "pathType": "Prefix",
+                "backend": {"service": {"name": service, "port": {"number": port}}},
+            } for path in paths]}}],
+        },
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[*platform.issuer_ready,
+                                                               *depends_on]),
+    )
+
+
 def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)

@@ -10,13 +10,14 @@ from blueprint.platform.config import PlatformConfig
 from stacks.platform.common import Platform
 from stacks.platform.components.access import Access
 from stacks.platform.components.flower import Flower
-from stacks.platform.components.gpu import GpuOperator
+from stacks.platform.components.gpu import DCGM_JOB, GpuOperator
 from stacks.platform.components.mlflow import Mlflow
 from stacks.platform.components.monitoring import Monitoring
 from stacks.platform.components.notebooks import Notebooks
 from stacks.platform.components.pipelines import Pipelines
 from stacks.platform.components.serving import Serving
 from stacks.platform.components.storage import Storage
+from stacks.platform.components.validation import ProxiedService, ValidationAccess
 
 CONFIG_KEY = "platform"
 
@@ -53,11 +54,38 @@ def build_platform(config: PlatformConfig) -> Platform:
         Flower("flower", platform)
     if on.monitoring:
         Monitoring("monitoring", platform, issuer, secrets["grafana"])
+        if on.gpu:
+            platform.outputs["prometheus_exporter_job"] = DCGM_JOB
+
+    # The validation reaches the APIs without a login of their own through the API server.
+    proxied = [service for service in validation_services(config)
+               if service.component in platform.namespaces]
+    if proxied and access is not None:
+        ValidationAccess("validation", platform, proxied)
 
     # What the validation layer reads: endpoints, and the generated secrets (as secrets).
     for key, value in sorted(platform.outputs.items()):
         pulumi.export(key, value)
     return platform
+
+
+def validation_services(config: PlatformConfig) -> list[ProxiedService]:
+    """The Services `blueprint validate` calls through the API server's service proxy."""
+    on = config.options.components
+    services = []
+    if on.mlflow:
+        # The mlflow chart's Service (named after the release) in front of port 5000.
+        services.append(ProxiedService("mlflow", "mlflow", "edge-mlflow", "mlflow-server",
+                                       port=80, pod_port=5000))
+    if on.pipelines and config.options.pipelines.engine == "argo-workflows":
+        # Argo's server in its "server" auth mode: the API server's proxy is the gate.
+        services.append(ProxiedService("pipelines", "pipelines", "edge-pipelines",
+                                       "argo-workflows-server", port=2746, pod_port=2746))
+    if on.monitoring:
+        # The operator's own Service for every Prometheus it runs.
+        services.append(ProxiedService("prometheus", "monitoring", "edge-monitoring",
+                                       "prometheus-operated", port=9090, pod_port=9090))
+    return services
 
 
 def main() -> None:

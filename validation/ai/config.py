@@ -64,6 +64,7 @@ class JupyterHubEndpoint(_Model):
     user: str = Field(default="blueprint-validate", min_length=1)
     profiles: list[str] = Field(min_length=1)
     spawn_timeout: float = Field(default=300, gt=0)
+    verify_tls: bool | Path = True
 
 
 class MlflowEndpoint(_Model):
@@ -75,6 +76,7 @@ class MlflowEndpoint(_Model):
     password: Secret | None = None
     experiment: str = "blueprint-validate"
     model_name: str = "blueprint-validate-model"
+    verify_tls: bool | Path = True
 
 
 class FlowerEndpoint(_Model):
@@ -96,6 +98,7 @@ class PrometheusEndpoint(_Model):
     token: Secret | None = None
     exporter_job: str = "dcgm-exporter"
     metric: str = "DCGM_FI_DEV_GPU_UTIL"
+    verify_tls: bool | Path = True
 
 
 class PipelinesEndpoint(_Model):
@@ -131,6 +134,11 @@ class AiEndpoints(_Model):
     prometheus: PrometheusEndpoint | None = None
     pipelines: PipelinesEndpoint | None = None
     serving: ServingEndpoint | None = None
+
+
+def tls_verify(value: bool | Path) -> bool | str:
+    """An endpoint's `verify_tls` as the HTTP client takes it: on, off, or a CA file."""
+    return value if isinstance(value, bool) else str(value)
 
 
 def load_endpoints(path: Path) -> AiEndpoints:

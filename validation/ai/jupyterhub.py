@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from blueprint.secrets import REDACTOR
-from validation.ai.config import JupyterHubEndpoint
+from validation.ai.config import JupyterHubEndpoint, tls_verify
 from validation.ai.result import (
     AiCheckResult,
     CheckFailure,
@@ -40,7 +40,8 @@ def server_name(profile: str) -> str:
 
 def _hub(recorders: list[Recorder], endpoint: JupyterHubEndpoint) -> Recorder:
     token = endpoint.token.reveal()
-    hub = Recorder(str(endpoint.url), headers={"Authorization": f"token {token}"})
+    hub = Recorder(str(endpoint.url), headers={"Authorization": f"token {token}"},
+                   verify=tls_verify(endpoint.verify_tls))
     recorders.append(hub)
     return hub
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from validation.ai.config import MlflowEndpoint
+from validation.ai.config import MlflowEndpoint, tls_verify
 from validation.ai.result import AiCheckResult, CheckFailure, Recorder, run_check
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def _server(recorders: list[Recorder], endpoint: MlflowEndpoint) -> Recorder:
         headers["Authorization"] = f"Bearer {endpoint.token.reveal()}"
     elif endpoint.username and endpoint.password is not None:
         auth = (endpoint.username, endpoint.password.reveal())
-    server = Recorder(str(endpoint.url), headers=headers, auth=auth)
+    server = Recorder(str(endpoint.url), headers=headers, auth=auth,
+                      verify=tls_verify(endpoint.verify_tls))
     recorders.append(server)
     return server
 

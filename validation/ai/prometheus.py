@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from validation.ai.config import PrometheusEndpoint
+from validation.ai.config import PrometheusEndpoint, tls_verify
 from validation.ai.result import AiCheckResult, CheckFailure, Recorder, run_check
 
 log = logging.getLogger(__name__)
@@ -14,7 +14,7 @@ def _api(recorders: list[Recorder], endpoint: PrometheusEndpoint) -> Recorder:
     headers = {}
     if endpoint.token is not None:
         headers["Authorization"] = f"Bearer {endpoint.token.reveal()}"
-    api = Recorder(str(endpoint.url), headers=headers)
+    api = Recorder(str(endpoint.url), headers=headers, verify=tls_verify(endpoint.verify_tls))
     recorders.append(api)
     return api
 

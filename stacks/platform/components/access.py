@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pulumi
@@ -16,6 +17,8 @@ from stacks.platform.common import (
     type_token,
 )
 
+# The Secret that carries the site CA's certificate for the validation to trust.
+SITE_CA_PUBLIC = "site-ca-public"
 # The OIDC clients the platform registers with its provider.
 CLIENTS = ("oauth2-proxy", "jupyterhub", "grafana")
 
@@ -72,6 +75,7 @@ class Access(pulumi.ComponentResource):
         }, self, [space])
         self.site_ca = self._site_ca(name, ns)
         platform.issuer_ready.append(self.site_ca)
+        platform.outputs["site_ca_certificate"] = self._site_ca_certificate(name, ns)
 
         # Single sign-on: a bundled Dex or the site's provider, and oauth2-proxy in front.
         self.issuer_url, secrets = self._identity(name, platform, ns, space)
@@ -101,6 +105,33 @@ class Access(pulumi.ComponentResource):
             f"{name}-site-ca", api_version="cert-manager.io/v1", kind="ClusterIssuer",
             metadata={"name": "site-ca"}, spec={"ca": {"secretName": "site-ca"}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ca]))
+
+    def _site_ca_certificate(self, name: str, ns: str) -> pulumi.Output[str]:
+        """The site CA's certificate (public), which the validation must trust.
+
+        Read from the Secret of a certificate made for that purpose only, so the CA's own
+        private key never enters the stack's state (only this unused leaf's key does).
+        """
+        trust = k8s.apiextensions.CustomResource(
+            f"{name}-site-ca-public", api_version="cert-manager.io/v1", kind="Certificate",
+            metadata={"name": "site-ca-public", "namespace": ns,
+                      # Pulumi waits until cert-manager has issued it and written its Secret.
+                      "annotations": {"pulumi.com/waitFor": "condition=Ready"}},
+            spec={"secretName": SITE_CA_PUBLIC, "commonName": "site CA distribution",
+                  "duration": "87600h",
+                  "issuerRef": {"name": "site-ca", "kind": "ClusterIssuer"}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.site_ca]))
+
+        # Read only once it exists: during a first preview its id is unknown and the read
+        # is left out instead of failing on a Secret that does not exist yet.
+        def read(_: Any) -> pulumi.Output[str]:
+            secret = k8s.core.v1.Secret.get(f"{name}-site-ca-public-secret",
+                                            f"{ns}/{SITE_CA_PUBLIC}",
+                                            opts=pulumi.ResourceOptions(parent=self))
+            return pulumi.Output.unsecret(secret.data).apply(
+                lambda data: base64.b64decode((data or {}).get("ca.crt", "")).decode())
+
+        return trust.id.apply(read)
 
     def _identity(self, name: str, platform: Platform, ns: str, space: ComponentNamespace,
                   ) -> tuple[str, dict[str, random.RandomPassword]]:

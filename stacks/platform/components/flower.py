@@ -14,7 +14,8 @@ CERT_SECRET = "superlink-tls"
 FLEET_PORT = 9092
 # ServerAppIo (9091) stays in the cluster; the Fleet API (9092) is what SuperNodes of every
 # site dial; the Control API (9093) is for `flwr run` from inside the site.
-PORTS = {"serverappio": 9091, "fleet": FLEET_PORT, "control": 9093}
+CONTROL_PORT = 9093
+PORTS = {"serverappio": 9091, "fleet": FLEET_PORT, "control": CONTROL_PORT}
 
 
 def superlink_deployment(platform: Platform) -> dict[str, Any]:
@@ -60,7 +61,9 @@ def superlink_deployment(platform: Platform) -> dict[str, Any]:
 def superlink_service(platform: Platform) -> dict[str, Any]:
     return {
         "metadata": {"name": "superlink", "namespace": NAMESPACE},
-        "spec": {"type": "LoadBalancer",
+        # Local keeps the caller's address, which the Control API's policy admits or not.
+        # TODO: verify with MetalLB's L2 mode on a cluster (it announces from the pod's node).
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
                  "selector": {"app.kubernetes.io/name": "flower-superlink"},
                  "ports": [{"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
                            for name, port in PORTS.items()]},
@@ -171,8 +174,27 @@ class Flower(pulumi.ComponentResource):
                       "policyTypes": ["Ingress"],
                       "ingress": [{"ports": [{"port": FLEET_PORT, "protocol": "TCP"}]}]},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[space]))
+            # The Control API runs Flower apps (code) on every SuperNode and has no login
+            # in open-source Flower: only the networks the site names may reach it.
+            control_from = platform.config.settings.flower.control_from
+            if control_from:
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-control-policy",
+                    metadata={"name": "superlink-control-from-site", "namespace": NAMESPACE},
+                    spec={"podSelector": {"matchLabels": {
+                        "app.kubernetes.io/name": "flower-superlink"}},
+                          "policyTypes": ["Ingress"],
+                          "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}
+                                                for cidr in control_from],
+                                       "ports": [{"port": CONTROL_PORT, "protocol": "TCP"}]}]},
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[space]))
             waits.append(link)
             platform.outputs["flower_superlink_address"] = f"{host}:{FLEET_PORT}"
+            # What the validation's Flower checks use: `flwr` speaks to the Control API,
+            # whose certificate the site CA issued; every SuperNode of this site takes part.
+            platform.outputs["flower_control_address"] = f"{host}:{CONTROL_PORT}"
+            platform.outputs["flower_supernodes"] = sum(
+                len(nodes) for nodes in supernode_nodes(platform).values())
         for kind, nodes in supernode_nodes(platform).items():
             body = supernode_daemonset(platform, kind, nodes)
             k8s.apps.v1.DaemonSet(f"{name}-supernode-{kind}", metadata=body["metadata"],

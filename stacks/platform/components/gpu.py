@@ -17,6 +17,10 @@ from stacks.platform.common import (
 )
 
 SHARING_CONFIG = "gpu-sharing"
+# The `job` label of the DCGM exporter's targets, set by a relabeling of the operator's
+# ServiceMonitor so that it does not depend on the Service's name (validate's
+# ai.prometheus.gpu_exporter looks the targets up by it).
+DCGM_JOB = "nvidia-dcgm-exporter"
 
 
 def gpu_operator_values(platform: Platform) -> dict[str, Any]:
@@ -38,7 +42,9 @@ def gpu_operator_values(platform: Platform) -> dict[str, Any]:
         "devicePlugin": image("device_plugin"),
         "gfd": image("device_plugin"),
         "dcgmExporter": {**image("dcgm_exporter"), "enabled": True,
-                         "serviceMonitor": {"enabled": True}},
+                         "serviceMonitor": {"enabled": True, "relabelings": [
+                             {"action": "replace", "targetLabel": "job",
+                              "replacement": DCGM_JOB}]}},
         "migManager": {**image("mig_manager"), "enabled": options.sharing == "mig"},
         "mig": {"strategy": options.mig_strategy},
         "node-feature-discovery": {

@@ -5,17 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+import pulumi_random as random
 
 from blueprint.platform.config import NotebookImage
 from stacks.platform.common import (
     GPU,
     ComponentNamespace,
     Platform,
+    api_ingress,
     name_tag,
     override_registry,
     protected_ingress,
     type_token,
 )
+
+# The validation's identity at the hub: a service with its own token, and the user whose
+# named servers the profile checks start (created by the check when missing).
+VALIDATE_SERVICE = "blueprint-validate"
+VALIDATE_USER = "blueprint-validate"
+# What the checks do (docs/ai-checks.md): create the user, start and stop its named
+# servers, read its model and progress, and reach the started server through the proxy.
+CHECK_SCOPES = ("admin:users", "admin:servers", "read:users", "access:servers")
+# Each narrowed to the validation user: the token cannot touch anyone else's account or
+# servers. TODO: confirm on a first cluster that JupyterHub 5 accepts the filtered
+# admin:users for creating that user (the loopback tests used unfiltered scopes).
+VALIDATE_SCOPES = [f"{scope}!user={VALIDATE_USER}" for scope in CHECK_SCOPES]
+# Paths JupyterHub authenticates itself (its tokens), open without oauth2-proxy: the hub's
+# REST API, and the validation user's servers only (their own hub-token check).
+API_PATHS = ["/hub/api/", f"/user/{VALIDATE_USER}/"]
 
 
 def profile(platform: Platform, item: NotebookImage) -> dict[str, Any]:
@@ -40,7 +57,8 @@ def index_is_default(platform: Platform, item: NotebookImage) -> bool:
     return platform.config.options.notebooks.catalog[0].name == item.name
 
 
-def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any) -> dict[str, Any]:
+def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any,
+                      validate_token: Any) -> dict[str, Any]:
     options = platform.config.options.notebooks
     storage_class = options.storage_class or platform.default_storage_class
 
@@ -67,6 +85,13 @@ def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any) -> di
                 "KubeSpawner": {"args": spawner_args},
             },
             "db": {"pvc": {"storageClassName": storage_class}},
+            # The profile checks start one named server per catalog profile.
+            "allowNamedServers": True,
+            "services": {VALIDATE_SERVICE: {"name": VALIDATE_SERVICE,
+                                            "apiToken": validate_token}},
+            "loadRoles": {VALIDATE_SERVICE: {
+                "description": "blueprint validate: start and stop its own test servers",
+                "scopes": VALIDATE_SCOPES, "services": [VALIDATE_SERVICE]}},
         },
         "proxy": {"chp": {"image": image("proxy")},
                   "secretSync": {"image": image("secret_sync")},
@@ -96,10 +121,21 @@ class Notebooks(pulumi.ComponentResource):
         super().__init__(type_token("Notebooks"), name, None, opts)
         space = ComponentNamespace(f"{name}-space", platform, "notebooks",
                                    pulumi.ResourceOptions(parent=self))
-        values = jupyterhub_values(platform, issuer, client_secret)
+        token = random.RandomPassword(f"{name}-validate-token", length=48, special=False,
+                                      opts=pulumi.ResourceOptions(parent=self))
+        values = jupyterhub_values(platform, issuer, client_secret, token.result)
         self.release = platform.release(f"{name}-jupyterhub", "jupyterhub", space.name, values,
                                         self, [space, *platform.storage_ready])
-        protected_ingress(platform, "jupyterhub", space.name, platform.host("hub"),
-                          "proxy-public", 80, self, [self.release])
-        platform.outputs["jupyterhub_url"] = f"https://{platform.host('hub')}"
+        host = platform.host("hub")
+        protected_ingress(platform, "jupyterhub", space.name, host, "proxy-public", 80, self,
+                          [self.release])
+        api_ingress(platform, "jupyterhub-api", space.name, host, "proxy-public", 80,
+                    API_PATHS, "jupyterhub-tls", self, [self.release])
+
+        # What the validation's JupyterHub checks read (docs/ai-checks.md).
+        platform.outputs["jupyterhub_url"] = f"https://{host}"
+        platform.outputs["jupyterhub_validate_token"] = pulumi.Output.secret(token.result)
+        platform.outputs["jupyterhub_validate_user"] = VALIDATE_USER
+        platform.outputs["ai_catalog_profiles"] = [
+            item.name for item in platform.config.options.notebooks.catalog]
         self.register_outputs({"namespace": space.name})

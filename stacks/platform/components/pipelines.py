@@ -16,6 +16,11 @@ from stacks.platform.common import (
 )
 from stacks.platform.components.storage import S3_SECRET, Storage
 
+NAMESPACE = "edge-pipelines"
+WORKFLOW_ACCOUNT = "argo-workflow"
+# The image of validate's one-step workflow (options.images), when the blueprint pins one.
+CHECK_IMAGE = "pipeline_check"
+
 
 def argo_values(platform: Platform, s3_endpoint: str) -> dict[str, Any]:
     def image(role: str) -> dict[str, str]:
@@ -25,10 +30,16 @@ def argo_values(platform: Platform, s3_endpoint: str) -> dict[str, Any]:
     return {
         "fullnameOverride": "argo-workflows",
         "images": {"pullSecrets": platform.pull_secrets()},
-        "controller": {"image": controller, "workflowNamespaces": ["edge-pipelines"]},
+        "controller": {"image": controller, "workflowNamespaces": [NAMESPACE],
+                       "workflowDefaults": {"spec": {"serviceAccountName": WORKFLOW_ACCOUNT}}},
         "executor": {"image": executor},
         "server": {"image": server, "authModes": ["server"],
                    "ingress": {"enabled": False}},
+        # Workflows run as this account, which may report their results to the controller
+        # (the chart's workflow role); without it a step's pod cannot finish.
+        # TODO: verify the role's rules against the rendered chart on a connected machine.
+        "workflow": {"serviceAccount": {"create": True, "name": WORKFLOW_ACCOUNT},
+                     "rbac": {"create": True}},
         "artifactRepository": {"s3": {
             "bucket": "pipelines", "endpoint": s3_endpoint.removeprefix("http://"),
             "insecure": True,
@@ -50,6 +61,10 @@ class Pipelines(pulumi.ComponentResource):
                                        argo_values(platform, storage.endpoint), self, [s3])
             protected_ingress(platform, "argo", space.name, platform.host("pipelines"),
                               "argo-workflows-server", 2746, self, [release])
+            # What validate's pipelines check needs besides the API (program.py adds it).
+            platform.outputs["pipelines_namespace"] = NAMESPACE
+            if CHECK_IMAGE in platform.config.options.images:
+                platform.outputs["pipelines_check_image"] = platform.own_image(CHECK_IMAGE)
         else:
             # Kubeflow Pipelines ships kustomize manifests, not a chart; this takes the
             # release's rendered platform-agnostic manifest from the catalogue's source.
