@@ -89,6 +89,12 @@ def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int
                   + f"; log in {outcome.result.stdout_file}", highlight=False)
     CONSOLE.print(f"remove-node: now remove {node} from {loaded.site_file}: until then "
                   "deploy and scale would add it again", highlight=False)
+    first = next(n.name for n in loaded.site.nodes if "control-plane" in n.roles)
+    if node == first:
+        CONSOLE.print(f"remove-node: {node} was the site's first control plane: once it is out "
+                      "of the site file the next one takes its part in deploy's rendering "
+                      "(check `blueprint plan` first), and a kubeconfig that named its address "
+                      "needs a deploy to be fetched again", highlight=False)
     if plan.control_plane and (plan.members_before - 1) % 2 == 0:
         CONSOLE.print(f"remove-node: {plan.members_before - 1} control planes are left; "
                       "deploy needs an odd number: add or remove one more", highlight=False)
