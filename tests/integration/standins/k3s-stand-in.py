@@ -11,25 +11,39 @@ really exercised: systemd's notify start, an active unit with a MainPID, ports, 
   k3s agent --config FILE    joins the server named in its config with its token (exits 1
                              when denied), then listens on node-ip:10250.
   k3s --version              prints the stand-in's version.
+  k3s certificate rotate     as k3s: refused while the server answers; backs up the server's
+                             TLS folder to tls-<time> and removes its certificates and keys
+                             but the CAs', so that the next start makes new ones.
   k3s kubectl ...            on a server: `get node NAME -o name`, `get nodes`, `cordon`,
                              `uncordon`, `drain`, `annotate`, `delete node` on the cluster's
                              node list, a JSON file the server keeps (no pods, no etcd: a drain
                              only cordons). Elsewhere it fails as kubectl does without an API.
 
+At start the server makes what k3s makes in its TLS folder (with openssl, when the node has
+it): CAs once, and the other certificates when missing or within 90 days of expiry (a
+year's validity); its admin kubeconfig carries the admin client certificate.
+
 The version below is per build: the lab tests write a second build with another version to
 test `blueprint upgrade`.
 """
 
+import base64
 import fcntl
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
 
 VERSION = "v1.31.4+k3s1 (STAND-IN, not k3s)"
 NODES = "/var/lib/rancher/k3s/server/stand-in-nodes.json"
+TLS = "/var/lib/rancher/k3s/server/tls"
+CAS = ("client-ca", "server-ca")
+CERTS = ("client-admin", "client-kubelet", "serving-kube-apiserver")
+RENEW_WITHIN = 90 * 86400
 
 
 def read_config(path):
@@ -161,15 +175,66 @@ def kubectl(args):
     return 0
 
 
+def ensure_certificates():
+    if shutil.which("openssl") is None:
+        return
+    os.makedirs(TLS, mode=0o700, exist_ok=True)
+    for name in CAS + CERTS:
+        crt = f"{TLS}/{name}.crt"
+        if os.path.exists(crt) and (name in CAS or subprocess.run(
+                ["openssl", "x509", "-checkend", str(RENEW_WITHIN), "-noout", "-in", crt],
+                capture_output=True).returncode == 0):
+            continue
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "3650" if name in CAS else "365", "-subj", f"/CN=k3s-{name}",
+                        "-keyout", f"{TLS}/{name}.key", "-out", crt],
+                       check=True, capture_output=True)
+
+
+def rotate(argv):
+    path = "/etc/rancher/k3s/config.yaml"
+    if "--config" in argv:
+        path = argv[argv.index("--config") + 1]
+    address = read_config(path).get("node-ip", "127.0.0.1")
+    try:
+        socket.create_connection((address, 6443), timeout=2).close()
+        print("k3s is running: stop it before rotating certificates", file=sys.stderr)
+        return 1
+    except OSError:
+        pass
+    if not os.path.isdir(TLS):
+        print("no server certificates on this node (STAND-IN agent keeps none)")
+        return 0
+    backup = f"{TLS}-{int(time.time())}"
+    shutil.copytree(TLS, backup)
+    for name in os.listdir(TLS):
+        stem = name.rsplit(".", 1)[0]
+        if name.endswith((".crt", ".key")) and not stem.endswith("-ca"):
+            os.remove(os.path.join(TLS, name))
+    print(f"certificates backed up to {backup} and removed; start k3s to make new ones")
+    return 0
+
+
+def admin_kubeconfig():
+    user = "    token: stand-in-admin\n"
+    try:
+        with open(f"{TLS}/client-admin.crt", "rb") as handle:
+            data = base64.b64encode(handle.read()).decode()
+        user = f"    client-certificate-data: {data}\n"
+    except OSError:
+        pass
+    return ("apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n"
+            "    server: https://127.0.0.1:6443\n  name: default\n"
+            "users:\n- name: default\n  user:\n" + user)
+
+
 def server_main(config):
     token = config["token"]
     register(config["node-name"], "control-plane", VERSION)
+    ensure_certificates()
     server = listen(config["node-ip"], 6443)
     write("/var/lib/rancher/k3s/server/node-token", f"K10standin::server:{token}\n", 0o600)
-    write("/etc/rancher/k3s/k3s.yaml",
-          "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n"
-          "    server: https://127.0.0.1:6443\n  name: default\n"
-          "users:\n- name: default\n  user:\n    token: stand-in-admin\n", 0o600)
+    write("/etc/rancher/k3s/k3s.yaml", admin_kubeconfig(), 0o600)
     notify_ready()
     serve(server, token)
 
@@ -203,6 +268,8 @@ def main(argv):
         return 0
     if argv[:1] == ["kubectl"]:
         return kubectl(argv[1:])
+    if argv[:2] == ["certificate", "rotate"]:
+        return rotate(argv)
     config = read_config(argv[argv.index("--config") + 1])
     if argv[0] == "server":
         return server_main(config)
