@@ -18,6 +18,7 @@ from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BadInput, BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
+from blueprint.kube.cli import certs as kube_certs
 from blueprint.kube.cli import import_ as kube_import
 from blueprint.kube.cli import remove_node as kube_remove_node
 from blueprint.kube.cli import reset as kube_reset
@@ -260,6 +261,7 @@ cli.add_command(kube_reset)
 cli.add_command(kube_import)
 cli.add_command(kube_remove_node)
 cli.add_command(kube_upgrade)
+cli.add_command(kube_certs)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""CLI verbs of the Kubernetes layer: reset, remove-node, upgrade, and imports of inventories."""
+"""CLI verbs of the Kubernetes layer: reset, remove-node, upgrade, certs, inventory imports."""
 
 from __future__ import annotations
 
@@ -140,6 +140,36 @@ def upgrade(site: str, plan_only: bool, batch: int, pause: int, drain_timeout: i
     changed = sum(result.changed for result in outcome.results)
     CONSOLE.print(f"upgrade: ok, {plan.target} on every node, {changed} change(s); log in "
                   f"{state.run_dir(outcome.run_id)}", highlight=False)
+
+
+@click.group()
+def certs() -> None:
+    """The cluster's certificates."""
+
+
+@certs.command()
+@click.argument("site")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="State folder (default: .state/ beside the site file).")
+def renew(site: str, yes: bool, state_dir: Path | None) -> None:
+    """Renew the cluster's certificates, one node at a time; fetch the new kubeconfig."""
+    from blueprint.kube.certs import renew_certificates
+    from blueprint.loader import load_site
+    from blueprint.state import StateDir
+
+    loaded = load_site(site)
+    state = StateDir.for_site(loaded.site_dir, state_dir)
+    _confirm(yes, f"Renew the certificates of site {loaded.site.name}'s cluster (each node's "
+                  "Kubernetes service restarts in turn)?",
+             "certs renew restarts every node's Kubernetes service")
+    outcome = renew_certificates(loaded, state)
+    changed = sum(counts["changed"] for counts in outcome.result.stats.values())
+    CONSOLE.print(f"certs renew: ok, {changed} change(s) on {len(outcome.result.stats)} "
+                  f"node(s); new kubeconfig in {state.root / 'kubeconfig'}; log in "
+                  f"{outcome.result.stdout_file}", highlight=False)
+    CONSOLE.print(f"certs renew: check them with `blueprint validate {site} --check "
+                  "kubernetes.certs.expiry`", highlight=False, markup=False)
 
 
 @click.group(name="import")
