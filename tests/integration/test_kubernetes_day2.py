@@ -5,23 +5,28 @@ serves `standins/k3s-stand-in.py` as the "k3s" release, in two builds that diffe
 version they report (A = v1.31.4+k3s1, B = v1.32.0+k3s1), each with its sha256 pinned in a
 stand-in catalogue. The stand-in keeps the cluster's node list in a file on the server and
 answers the `k3s kubectl` verbs the product runs (get, drain, uncordon, annotate, delete).
-The product's own path runs: `blueprint upgrade` and `blueprint remove-node` as commands,
-their playbooks and the role's tasks, over SSH to the nodes.
+The product's own path runs: `blueprint upgrade`, `certs renew` and `remove-node` as
+commands, their playbooks and the role's tasks, over SSH to the nodes.
 
 What this proves: the upgrade plan on the command line, a downgrade refused; A -> B with the
 control plane before the agents, every MainPID new, every node reporting B, a second upgrade
-doing nothing and a deploy after it changing nothing; remove-node refusing the only control
-plane with nothing changed, an unknown node, a live agent drained, cleaned and deleted, a
-rerun refused, a dead agent (its link on the lab bridge down: a STAND-IN for a dead host)
+doing nothing and a deploy after it changing nothing; `certs renew` rotating the server's
+certificates (an about-to-lapse STAND-IN certificate that validate names, then passes) and
+the agents', servers first, with a new admin kubeconfig fetched; remove-node refusing the
+only control plane with nothing changed, an unknown node, a live agent drained, cleaned and
+deleted, a rerun refused, a dead agent (its link on the lab bridge down: a STAND-IN for a dead host)
 deleted from the cluster with no connection to it beyond the probe. Real k3s, etcd and
 kubeadm are not exercised (see docs/kubernetes.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,8 +40,12 @@ import yaml
 from blueprint.artifacts import CATALOGUE_OVERRIDE_ENV
 from blueprint.deploy import NODES_FILE, deployed_nodes
 from blueprint.lab import overlay_digest
+from blueprint.loader import load_site
 from blueprint.secrets import PASSWORD_ENV
 from blueprint.state import StateDir
+from blueprint.validate import Status, run_validation
+from blueprint.validation import build_target
+from tests.helpers.x509certs import self_signed_pem
 from tests.integration.test_kubernetes_layer import STAND_IN, _free_port, _wait_port
 
 if TYPE_CHECKING:
@@ -61,10 +70,11 @@ class Day2Lab:
     outputs: list[str]
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        """`blueprint VERB SITE ARGS` in a child process (the vault password in its env)."""
+        """`blueprint VERB SITE ARGS` in a child process (the vault password in its env);
+        VERB may be two words ("certs renew")."""
         verb, *rest = args
         done = subprocess.run(
-            [sys.executable, "-m", "blueprint.cli", verb, str(self.site_file), *rest,
+            [sys.executable, "-m", "blueprint.cli", *verb.split(), str(self.site_file), *rest,
              "--state-dir", str(self.state.root)],
             capture_output=True, text=True, timeout=timeout, check=False,
             stdin=subprocess.DEVNULL, env={**os.environ, PASSWORD_ENV: VAULT_PASSWORD})
@@ -146,8 +156,9 @@ def day2(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         "checksums": f"{base_url}/{{version_url}}/sha256sum-amd64.txt",
         "licence": "Apache-2.0", "sha256": pins,
     }}}))
-    saved = os.environ.get(CATALOGUE_OVERRIDE_ENV)
+    saved = {name: os.environ.get(name) for name in (CATALOGUE_OVERRIDE_ENV, PASSWORD_ENV)}
     os.environ[CATALOGUE_OVERRIDE_ENV] = str(catalogue)
+    os.environ[PASSWORD_ENV] = VAULT_PASSWORD
     ctx = Day2Lab(lab, site_dir / "site.yaml", StateDir.for_site(site_dir), [])
     try:
         _wait_port(bridge, port)
@@ -162,10 +173,11 @@ def day2(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         finally:
             server.terminate()
             server.wait(timeout=10)
-            if saved is None:
-                os.environ.pop(CATALOGUE_OVERRIDE_ENV, None)
-            else:
-                os.environ[CATALOGUE_OVERRIDE_ENV] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _events(run_dir: Path) -> list[dict[str, Any]]:
@@ -235,6 +247,55 @@ def test_second_upgrade_does_nothing_and_deploy_agrees(day2: Day2Lab) -> None:
     assert converge.returncode == 0, converge.stdout + converge.stderr
     assert "deploy: ok, 0 change(s)" in converge.stdout
     assert day2.main_pids() == pids
+
+
+def _fingerprint(day2: Day2Lab, path: str) -> str:
+    return day2.lab.ssh(day2.names[0], f"openssl x509 -noout -fingerprint -in {path}").stdout
+
+
+def test_certs_renew_rotates_the_certificates_and_fetches_a_new_kubeconfig(
+    day2: Day2Lab, tmp_path: Path
+) -> None:
+    server = day2.names[0]
+    tls = "/var/lib/rancher/k3s/server/tls"
+    # A STAND-IN certificate about to lapse, where k3s keeps the API server's.
+    soon = self_signed_pem("serving-kube-apiserver.crt",
+                           dt.datetime.now(dt.UTC) + dt.timedelta(days=10))
+    day2.lab.ssh(server, f"printf %s {shlex.quote(soon)} > {tls}/serving-kube-apiserver.crt")
+    # A year's certificate: a restart alone keeps it (k3s renews within 90 days only).
+    kubelet = _fingerprint(day2, f"{tls}/client-kubelet.crt")
+    kubeconfig = (day2.state.root / "kubeconfig").read_text()
+    pids = day2.main_pids()
+    suite = tmp_path / "kube-certs.yaml"
+    suite.write_text(yaml.safe_dump({"name": "kube-certs", "checks": [
+        {"id": "kubernetes.certs.expiry", "mandatory": True}]}))
+    target = dataclasses.replace(build_target(load_site(day2.site_file), day2.state),
+                                 blueprint_layers=["kubernetes"], suite_file=suite)
+    before = run_validation(target, tmp_path / "before")
+    assert {r.node: r.status for r in before.results}[server] is Status.FAILED
+
+    done = day2.cli("certs renew", "--yes")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "certs renew: ok" in done.stdout
+    assert "--check kubernetes.certs.expiry" in done.stdout
+    after = run_validation(target, tmp_path / "after")
+    assert {r.node: r.status for r in after.results}[server] is Status.PASSED
+    assert _fingerprint(day2, f"{tls}/client-kubelet.crt") != kubelet
+    backup = day2.lab.ssh(server, f"ls -d {tls}-*").stdout.split()
+    assert len(backup) == 1
+    assert day2.lab.ssh(server, f"cat {backup[0]}/serving-kube-apiserver.crt").stdout == soon
+    renewed = (day2.state.root / "kubeconfig").read_text()
+    assert renewed != kubeconfig and "client-certificate-data" in renewed
+    assert oct((day2.state.root / "kubeconfig").stat().st_mode & 0o777) == "0o600"
+    new_pids = day2.main_pids()
+    assert all(new_pids[name] != pids[name] for name in day2.names), (pids, new_pids)
+    rotated = [event["event_data"]["host"] for event in _events(_last_run(day2.state,
+                                                                          "certs-renew"))
+               if event.get("event") == "runner_on_ok"
+               and event["event_data"].get("task") == "Rotate k3s's certificates."]
+    assert rotated == day2.names
+    assert sorted(day2.cluster_nodes()) == sorted(day2.names)
 
 
 def test_removing_the_only_control_plane_is_refused_and_changes_nothing(
