@@ -218,7 +218,7 @@ def test_upgrade_a_to_b_control_plane_first_every_service_restarted(day2: Day2La
     day2.set_version(VERSION_B)
     pids = day2.main_pids()
 
-    done = day2.cli("upgrade", "--yes")
+    done = day2.cli("upgrade", "--yes", "--pause", "1")
 
     assert done.returncode == 0, done.stdout + done.stderr
     after = day2.main_pids()
@@ -232,6 +232,11 @@ def test_upgrade_a_to_b_control_plane_first_every_service_restarted(day2: Day2La
                 and event["event_data"].get("task") == "Restart the node's Kubernetes "
                                                        "service on the new release."]
     assert restarts == [server, *agents]
+    # Agents one at a time (--batch 1): one pause, between the two batches, none after.
+    pauses = [event for event in _events(_last_run(day2.state, "upgrade"))
+              if event.get("event") == "runner_on_ok"
+              and event["event_data"].get("task") == "Wait before the next batch."]
+    assert len(pauses) == 1
     recorded = json.loads((day2.state.root / "kubernetes-version.json").read_text())
     assert recorded["version"] == VERSION_B
 
