@@ -19,10 +19,10 @@ from typing import Any
 
 from blueprint.artifacts import load_catalogue, resolve_binaries
 from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
-from blueprint.inventory import render_inventory
+from blueprint.inventory import render_inventory, role_variables
 from blueprint.kube.removal import cluster_nodes
 from blueprint.kube.tokens import cluster_secrets
-from blueprint.kube.variables import LAYER, _locked_binaries, kubernetes_settings
+from blueprint.kube.variables import LAYER, kubernetes_settings, locked_binaries
 from blueprint.loader import LoadedSite
 from blueprint.playbook import PREFLIGHT, PlaybookResult, require_ansible, run_layers
 from blueprint.state import RunHistory, StateDir, new_run_id
@@ -152,8 +152,6 @@ def plan_upgrade(loaded: LoadedSite, state: StateDir) -> UpgradePlan:
     if not any(layer.name == LAYER for layer in loaded.blueprint.layers):
         msg = f"{loaded.site_file}: blueprint {loaded.blueprint.name} has no kubernetes layer"
         raise BadInput(msg)
-    from blueprint.inventory import role_variables
-
     settings = kubernetes_settings(loaded, role_variables(loaded))
     assert settings is not None
     running = running_versions(loaded, state, settings.distribution)
@@ -195,7 +193,7 @@ def run_upgrade(
                 log.info("Upgrading to %s (step %d of %d)", version, index, len(plan.steps))
                 binaries = resolve_binaries(loaded.site, LAYER, plan.distribution,
                                             {**layer.versions, key: version},
-                                            _locked_binaries(loaded))
+                                            locked_binaries(loaded))
                 extra: dict[str, Any] = {
                     **cluster_secrets(state, create=False),
                     "kubernetes_version": version,
