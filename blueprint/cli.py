@@ -18,8 +18,11 @@ from blueprint.bom.cli import bom, bundle, compliance, mirror, sbom
 from blueprint.console import CONSOLE, ERR_CONSOLE, setup_logging
 from blueprint.errors import BadInput, BlueprintError, ExitCode
 from blueprint.inventory import secret_variables
+from blueprint.kube.cli import certs as kube_certs
 from blueprint.kube.cli import import_ as kube_import
+from blueprint.kube.cli import remove_node as kube_remove_node
 from blueprint.kube.cli import reset as kube_reset
+from blueprint.kube.cli import upgrade as kube_upgrade
 from blueprint.lab.cli import lab
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import REDACTOR, load_site_secrets
@@ -259,6 +262,9 @@ cli.add_command(compliance)
 cli.add_command(provision)
 cli.add_command(kube_reset)
 cli.add_command(kube_import)
+cli.add_command(kube_remove_node)
+cli.add_command(kube_upgrade)
+cli.add_command(kube_certs)
 
 if __name__ == "__main__":
     main()

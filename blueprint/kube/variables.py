@@ -28,7 +28,7 @@ def kubernetes_group_variables(
     settings = kubernetes_settings(loaded, variables)
     if settings is None:
         return {}
-    binaries = site_binaries(loaded, variables, _locked_binaries(loaded))
+    binaries = site_binaries(loaded, variables, locked_binaries(loaded))
     result: dict[str, Any] = {
         "kubernetes_distribution": settings.distribution,
         "kubernetes_version": settings.version,
@@ -54,7 +54,7 @@ def site_binaries(
                             {**layer.versions, _version_key(settings): settings.version}, locked)
 
 
-def _locked_binaries(loaded: LoadedSite) -> dict[tuple[str, str], str] | None:
+def locked_binaries(loaded: LoadedSite) -> dict[tuple[str, str], str] | None:
     """An offline site's binaries as its bill of materials pins them (None otherwise)."""
     if loaded.site.artifacts.mode != "offline":
         return None

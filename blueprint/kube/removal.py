@@ -1,0 +1,201 @@
+"""`blueprint remove-node SITE NODE`: drain, delete from the cluster, clean the host, forget it.
+
+Every refusal (unknown node, never deployed, etcd quorum, last control plane) comes before
+any host is touched. A node that does not answer SSH (a short probe, up front) is dead: it is
+not drained or cleaned, only its Node object (and etcd member) is deleted through a control
+plane that answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from blueprint.deploy import NODES_FILE, deployed_nodes
+from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
+from blueprint.inventory import render_inventory
+from blueprint.kube.tokens import cluster_secrets
+from blueprint.kube.variables import LAYER
+from blueprint.loader import LoadedSite
+from blueprint.models import Node
+from blueprint.playbook import PlaybookResult, require_ansible, run_layers
+from blueprint.state import RunHistory, StateDir, new_run_id
+
+log = logging.getLogger(__name__)
+
+REMOVE_PLAYBOOK = "kubernetes_remove_node"
+PROBE_TIMEOUT = 5  # seconds SSH may take to answer before a node counts as dead
+
+
+@dataclass(frozen=True)
+class RemovalPlan:
+    """What a removal will do, decided before any host is touched."""
+
+    node: str
+    control_plane: bool
+    reachable: bool
+    via: str  # the control plane whose kubectl deletes the node
+    members_before: int  # etcd members (control planes) now; 0 for a worker
+
+
+def quorum(members: int) -> int:
+    """The majority etcd needs to commit anything: more than half of its members."""
+    return members // 2 + 1
+
+
+def check_quorum(node: str, servers: list[str], healthy: set[str]) -> None:
+    """Refuse a control plane's removal that would stop the cluster or lose etcd's quorum.
+
+    `servers` are the cluster's control planes (one etcd member each, stacked/embedded
+    etcd); `healthy` those that answer. The removal needs a majority of today's members to
+    commit it, and the members left must still hold that majority.
+    """
+    if node not in servers:
+        return
+    if len(servers) == 1:
+        msg = (f"node {node} is the cluster's only control plane (1 of 1); removing it would "
+               "remove the cluster: use `blueprint reset` for that")
+        raise BadInput(msg)
+    need = quorum(len(servers))
+    left = sorted(name for name in servers if name != node and name in healthy)
+    if len(left) < need:
+        down = sorted(name for name in servers if name != node and name not in healthy)
+        msg = (f"node {node}: etcd has {len(servers)} members (quorum {need}); removing it "
+               f"would leave {len(left)} healthy member(s) ({', '.join(left) or 'none'}; "
+               f"not answering: {', '.join(down) or 'none'}), fewer than {need}: bring "
+               "the others back first")
+        raise BadInput(msg)
+
+
+def cluster_nodes(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[str]]:
+    """(deployed nodes of the site's cluster, its control planes), in site-file order."""
+    deployed = set(deployed_nodes(state).get(LAYER, []))
+    nodes = [node for node in loaded.site.nodes if node.name in deployed]
+    return ([node.name for node in nodes],
+            [node.name for node in nodes if "control-plane" in node.roles])
+
+
+def check_removable(loaded: LoadedSite, state: StateDir, name: str) -> Node:
+    """The node to remove; bad input (one line) when it is unknown or not deployed."""
+    if not any(layer.name == LAYER for layer in loaded.blueprint.layers):
+        msg = f"{loaded.site_file}: blueprint {loaded.blueprint.name} has no kubernetes layer"
+        raise BadInput(msg)
+    node = next((node for node in loaded.site.nodes if node.name == name), None)
+    if node is None:
+        known = ", ".join(node.name for node in loaded.site.nodes)
+        msg = (f"node {name} is not in {loaded.site_file} (nodes: {known}); remove-node needs "
+               "it there to reach it")
+        raise BadInput(msg)
+    deployed, _ = cluster_nodes(loaded, state)
+    if name not in deployed:
+        msg = (f"node {name} is not in site {loaded.site.name}'s cluster "
+               f"({state.root / NODES_FILE} does not list it for layer {LAYER}); nothing to "
+               "remove")
+        raise BadInput(msg)
+    return node
+
+
+def probe_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
+    """The nodes that answer SSH within PROBE_TIMEOUT; a changed host key stops the run."""
+    def answers(node: Node) -> bool:
+        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", "-o",
+               f"ConnectTimeout={PROBE_TIMEOUT}", "-o", "ConnectionAttempts=1", node.name,
+               "true"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True,
+                                  timeout=PROBE_TIMEOUT * 3)
+        except subprocess.TimeoutExpired:
+            return False
+        if "IDENTIFICATION HAS CHANGED" in done.stderr or "verification failed" in done.stderr:
+            msg = (f"node {node.name} ({node.address}): host key does not match the pinned "
+                   "one; check the node before removing it")
+            raise DeployFailed(msg)
+        return done.returncode == 0
+
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
+        answered = list(pool.map(answers, nodes))
+    return {node.name for node, ok in zip(nodes, answered, strict=True) if ok}
+
+
+def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
+    """Check the input, probe the cluster's nodes, check quorum: all before any change."""
+    target = check_removable(loaded, state, name)
+    _, servers = cluster_nodes(loaded, state)
+    if target.name in servers and len(servers) == 1:
+        check_quorum(target.name, servers, set())  # refuses before any probe
+    render_inventory(loaded, state)  # also writes the SSH config the probe uses
+    ssh_config = state.root / "ssh_config"
+    probed = [node for node in loaded.site.nodes if node.name in servers or node is target]
+    healthy = probe_nodes(probed, ssh_config)
+    check_quorum(target.name, servers, healthy)
+    via = next((server for server in servers if server != target.name and server in healthy),
+               None)
+    if via is None:
+        msg = (f"no control plane of site {loaded.site.name} other than {target.name} answers "
+               f"SSH ({', '.join(servers)}); the Node object cannot be deleted")
+        raise DeployFailed(msg)
+    return RemovalPlan(node=target.name, control_plane=target.name in servers,
+                       reachable=target.name in healthy, via=via,
+                       members_before=len(servers) if target.name in servers else 0)
+
+
+@dataclass
+class RemovalOutcome:
+    run_id: str
+    plan: RemovalPlan
+    result: PlaybookResult
+
+
+def remove_node(
+    loaded: LoadedSite, state: StateDir, plan: RemovalPlan, *, force: bool,
+    drain_timeout: int,
+) -> RemovalOutcome:
+    """Drain, clean the host (when it answers), delete the Node; forget it in the state."""
+    require_ansible()
+    run_id = new_run_id("remove-node")
+    with state.lock():
+        inventory_dir = render_inventory(loaded, state)
+        history = RunHistory(state)
+        run_dir = state.run_dir(run_id)
+        history.start(run_id, loaded.site.name, "remove-node", [LAYER], run_dir)
+        try:
+            # The dead node is left out of the run: no connection is tried beyond the probe.
+            limit = [plan.via, plan.node] if plan.reachable else [plan.via]
+            extra = {
+                **cluster_secrets(state, create=False),
+                "kubernetes_remove_node": plan.node,
+                "kubernetes_remove_via": plan.via,
+                "kubernetes_remove_reachable": plan.reachable,
+                "kubernetes_remove_control_plane": plan.control_plane,
+                "kubernetes_remove_force": force,
+                "kubernetes_drain_timeout": drain_timeout,
+            }
+            [result] = run_layers({REMOVE_PLAYBOOK: []}, inventory_dir, run_dir,
+                                  state.facts_dir, secret_vars=extra, limit=",".join(limit))
+            history.record_layer(run_id, REMOVE_PLAYBOOK, result.stats)
+            if not result.ok:
+                first = result.failures[0] if result.failures else None
+                where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
+                msg = (f"remove-node {plan.node} failed{where}; log: {result.stdout_file}; "
+                       "the node is still recorded as deployed: fix it and run it again")
+                raise DeployFailed(msg)
+            forget_node(state, plan.node)
+        except BaseException as exc:
+            history.finish(run_id, "failed", int(exit_code_of(exc)))
+            raise
+        else:
+            history.finish(run_id, "ok", ExitCode.OK)
+        finally:
+            history.close()
+    return RemovalOutcome(run_id, plan, result)
+
+
+def forget_node(state: StateDir, name: str) -> None:
+    """Drop the node from every layer in deployed-nodes.json (it left the cluster's site)."""
+    layers = deployed_nodes(state)
+    kept = {layer: [node for node in nodes if node != name] for layer, nodes in layers.items()}
+    (state.root / NODES_FILE).write_text(json.dumps(kept, indent=2), encoding="utf-8")
