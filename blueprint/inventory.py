@@ -208,7 +208,7 @@ def render_inventory(loaded: LoadedSite, state: StateDir, *, stock: bool = False
     _write_yaml(inventory_dir / "hosts.yml", inventory)
     group_vars = {"blueprint_site": site.name, "blueprint_name": loaded.blueprint.name,
                   "ansible_python_interpreter": PYTHON, **variables,
-                  **kubernetes_group_variables(loaded, variables, state.root / "kubeconfig")}
+                  **kubernetes_group_variables(loaded, variables, state.kubeconfig)}
     _write_yaml(inventory_dir / "group_vars" / "all.yml", group_vars)
     return inventory_dir
 

@@ -42,6 +42,39 @@ def run(
     return result
 
 
+def run_bounded(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` in a session of its own and capture its output; past `timeout`, stop the
+    whole process group it started (its children too, e.g. ssh sessions) and raise
+    subprocess.TimeoutExpired, as subprocess.run does for the direct child only."""
+    log.debug("run: %s", shlex.join(cmd))
+    process = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, cwd=cwd, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        _stop_group(process)
+        raise
+    return subprocess.CompletedProcess(list(cmd), process.returncode, stdout, stderr)
+
+
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """SIGTERM the group `process` leads (it was started with start_new_session), then KILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
 def require_tool(name: str, package: str) -> str:
     """Return the path of `name`, or stop with exit 4 naming the Debian package to install."""
     path = shutil.which(name)

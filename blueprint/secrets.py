@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 MASK = "********"
 PASSWORD_ENV = "BLUEPRINT_VAULT_PASSWORD"
 PASSWORD_FILE_ENV = "BLUEPRINT_VAULT_PASSWORD_FILE"
+# Credentials an operator may export for the product alone (BMC logins, the password a
+# validation run hands one node's checks): never inherited by a child process.
+_PRIVATE_ENV_PREFIXES = ("BLUEPRINT_BMC_", "BLUEPRINT_VALIDATE_BMC_", PASSWORD_ENV)
 
 
 class Redactor(logging.Filter):
@@ -58,6 +61,15 @@ class Redactor(logging.Filter):
 
 
 REDACTOR = Redactor()
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a child process: this one's without the product's credentials,
+    plus `extra` (the one secret that child needs, if any)."""
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(_PRIVATE_ENV_PREFIXES)}
+    environment.update(extra)
+    return environment
 
 
 def _leaves(value: Any) -> list[str]:

@@ -50,6 +50,9 @@ class RunLocked(BlueprintError):
     """Another run of the same site holds its lock."""
 
 
+AI_ENDPOINTS_FILE = "ai-endpoints.yaml"
+
+
 @dataclass(frozen=True)
 class StateDir:
     """`inventory/<site>/.state/` or the folder given with --state-dir."""
@@ -61,6 +64,16 @@ class StateDir:
         root = override or site_dir / ".state"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(root)
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The cluster's admin kubeconfig, fetched by the kubernetes layer (0600)."""
+        return self.root / "kubeconfig"
+
+    @property
+    def ai_endpoints(self) -> Path:
+        """The AI platform's endpoints for the validation, written by the platform layer."""
+        return self.root / AI_ENDPOINTS_FILE
 
     @property
     def history_db(self) -> Path:

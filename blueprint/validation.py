@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 from blueprint.baremetal.access import bmc_credentials, env_names
 from blueprint.baremetal.discover import node_profile
 from blueprint.console import attach_run_log, detach_run_log
-from blueprint.deploy import deployed_layers
+from blueprint.deploy import deployed_layers, deployed_nodes
 from blueprint.errors import BadInput, BlueprintError, exit_code_of
 from blueprint.inventory import node_user, render_ssh_config, role_variables
 from blueprint.loader import LoadedSite
@@ -28,6 +29,7 @@ from blueprint.validate import (
     ValidationReport,
     ValidationTarget,
     Waiver,
+    load_suite,
     run_validation,
 )
 from blueprint.validate.model import AI_ENDPOINTS_ENV
@@ -50,10 +52,6 @@ LOCAL_PATH_MODE = "755"
 
 SUMMARY = Path("validation") / "summary.json"
 
-# Where a deploy leaves the cluster's admin kubeconfig and the AI platform's endpoints file
-# (docs/ai-checks.md), inside the site's state folder.
-KUBECONFIG = "kubeconfig"
-AI_ENDPOINTS = "ai-endpoints.yaml"
 
 
 def check_layers(loaded: LoadedSite, state: StateDir) -> list[str]:
@@ -224,6 +222,16 @@ def storage_expectations(loaded: LoadedSite, variables: dict[str, Any]) -> dict[
     }
 
 
+def ai_endpoints_file(given: Path | None, state: StateDir | None) -> Path | None:
+    """The AI endpoints file: the given one, else `BLUEPRINT_AI_ENDPOINTS`, else the one the
+    platform layer wrote in the state folder (None without a state folder)."""
+    if given is not None:
+        return given
+    if os.environ.get(AI_ENDPOINTS_ENV):
+        return Path(os.environ[AI_ENDPOINTS_ENV])
+    return state.ai_endpoints if state is not None else None
+
+
 def cluster_target(
     loaded: LoadedSite,
     state: StateDir,
@@ -234,18 +242,21 @@ def cluster_target(
 ) -> ClusterTarget:
     """The site's cluster for the cluster-scoped checks: its kubeconfig, nodes and endpoints.
 
-    Given paths win; then `BLUEPRINT_AI_ENDPOINTS`; then the files a deploy leaves in the
-    state folder.
+    The nodes the cluster should have are the site's, less those the kubernetes layer is
+    known not to be on (a node `remove-node` took out stays in the site file until the
+    operator edits it).
     """
     site = loaded.site
-    if ai_endpoints is None and os.environ.get(AI_ENDPOINTS_ENV):
-        ai_endpoints = Path(os.environ[AI_ENDPOINTS_ENV])
+    in_cluster = list(site.nodes)
+    on_layer = deployed_nodes(state).get("kubernetes")
+    if on_layer is not None:
+        in_cluster = [node for node in in_cluster if node.name in on_layer]
     return ClusterTarget(
-        kubeconfig=kubeconfig or state.root / KUBECONFIG,
+        kubeconfig=kubeconfig or state.kubeconfig,
         kube_context=kube_context,
-        kube_nodes=[node.name for node in site.nodes],
-        gpu_nodes=[node.name for node in site.nodes if "gpu" in node.roles],
-        ai_endpoints=ai_endpoints or state.root / AI_ENDPOINTS,
+        kube_nodes=[node.name for node in in_cluster],
+        gpu_nodes=[node.name for node in in_cluster if "gpu" in node.roles],
+        ai_endpoints=ai_endpoints_file(ai_endpoints, state),
     )
 
 
@@ -369,6 +380,12 @@ def kubeconfig_context(kubeconfig: Path, context: str | None = None) -> str:
     return str(chosen)
 
 
+def cluster_run_name(context: str) -> str:
+    """The run history's name for a cluster validated by its kubeconfig alone: a folder name
+    (contexts such as arn:aws:eks:...:cluster/prod hold ':' and '/')."""
+    return "cluster-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", context).strip("-.")
+
+
 def cluster_suite(suite: str) -> Path:
     """A suite by name (validation/suites/<name>.yaml) or by path."""
     path = Path(suite)
@@ -399,9 +416,8 @@ def validate_cluster(
     """
     context = kubeconfig_context(kubeconfig, context)
     suite_file = cluster_suite(suite)
-    if ai_endpoints is None and os.environ.get(AI_ENDPOINTS_ENV):
-        ai_endpoints = Path(os.environ[AI_ENDPOINTS_ENV])
-    name = f"cluster-{context}"
+    ai_endpoints = ai_endpoints_file(ai_endpoints, None)
+    name = cluster_run_name(context)
     target = ValidationTarget(
         site_name=name,
         blueprint_layers=CLUSTER_LAYERS,
@@ -411,6 +427,10 @@ def validate_cluster(
         cluster=ClusterTarget(kubeconfig=kubeconfig.resolve(), kube_context=context,
                               ai_endpoints=ai_endpoints.resolve() if ai_endpoints else None),
     )
+    # Without --layer or --check: the layers a cluster has, not every node layer of the suite.
+    if not layers and not checks:
+        layers = [layer for layer in CLUSTER_LAYERS
+                  if any(c.layer == layer for c in load_suite(suite_file).checks)]
     return _recorded_run(state, name, lambda: target, layers=layers, checks=checks,
                          include_optional=include_optional)
 

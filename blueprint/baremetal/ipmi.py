@@ -12,7 +12,6 @@ command line, where any user of the machine could read it.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shlex
 import subprocess
@@ -26,7 +25,7 @@ from blueprint.baremetal.bmc import (
     Inventory,
     wait_for_power,
 )
-from blueprint.secrets import REDACTOR
+from blueprint.secrets import REDACTOR, child_environment
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +149,7 @@ class IpmiBmc:
                "-N", str(per_try), "-R", "1", "-v", *args]
         # The password in the environment ipmitool reads it from; other BMCs' passwords
         # that the product's own environment may hold are not handed on.
-        env = {name: value for name, value in os.environ.items()
-               if not name.startswith("BLUEPRINT_BMC_")}
-        env["IPMI_PASSWORD"] = self._credentials.password
+        env = child_environment(IPMI_PASSWORD=self._credentials.password)
         log.debug("run: %s", shlex.join(cmd))
         try:
             return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,

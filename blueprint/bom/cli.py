@@ -10,8 +10,16 @@ from blueprint.bom.apt import DEFAULT_ARCHIVE, DEFAULT_SECURITY
 from blueprint.bom.lock import build_lock, lock_path, write_lock
 from blueprint.console import CONSOLE
 from blueprint.errors import BadInput
-from blueprint.loader import load_site
+from blueprint.loader import LoadedSite, load_site
 from blueprint.state import StateDir
+
+
+def download_proxies(loaded: LoadedSite, proxy: str | None) -> tuple[str | None, str | None]:
+    """The proxy for Debian and file downloads, and the one for PyPI: `--proxy` for both;
+    without it a mirror site's apt proxy (apt-cacher-ng and the like) for apt only."""
+    if proxy is None and loaded.site.artifacts.mode == "mirror":
+        return loaded.site.artifacts.apt_proxy, None
+    return proxy, proxy
 
 
 @click.command()
@@ -41,10 +49,7 @@ def bom(site: str, release: str, architecture: str, archive: str, security_archi
         msg = f"--baseline-status {baseline_status}: no such file"
         raise BadInput(msg)
     state = StateDir.for_site(loaded.site_dir, state_dir)
-    # The site's apt proxy (apt-cacher-ng and the like) serves apt, not PyPI.
-    python_proxy = proxy
-    if proxy is None and loaded.site.artifacts.mode == "mirror":
-        proxy = loaded.site.artifacts.apt_proxy
+    proxy, python_proxy = download_proxies(loaded, proxy)
     lock = build_lock(loaded, state.root / "bom-cache", release=release,
                       architecture=architecture, archive=archive,
                       security_archive=security_archive, proxy=proxy,
@@ -99,9 +104,7 @@ def bundle_build(site: str, secret_key: Path, out: Path | None, since: Path | No
         msg = f"{path} is missing; run `blueprint bom {site}` first"
         raise BadInput(msg)
     state = StateDir.for_site(loaded.site_dir, state_dir)
-    python_proxy = proxy
-    if proxy is None and loaded.site.artifacts.mode == "mirror":
-        proxy = loaded.site.artifacts.apt_proxy
+    proxy, python_proxy = download_proxies(loaded, proxy)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     out = out or state.root / "bundles" / f"{loaded.site.name}-{digest}.tar"
     built = build_bundle(path, out, secret_key, state.root / "bom-cache" / "files",

@@ -85,8 +85,14 @@ def pinned_keyring(name: str, entry: CatalogueRepository, dest: Path,
                    f"catalogue pins {entry.key_fingerprint}. Nothing from this repository is "
                    "trusted; check the key out of band and correct key or key_fingerprint")
             raise RepositoryRefused(msg)
-        exported = subprocess.run([*gpg, "--export", entry.key_fingerprint],
-                                  capture_output=True, check=True).stdout
+        export = subprocess.run([*gpg, "--export", entry.key_fingerprint],
+                                capture_output=True, check=False)
+        if export.returncode != 0 or not export.stdout:
+            last = (export.stderr.decode(errors="replace").strip().splitlines() or ["no key"])[-1]
+            msg = (f"catalogue repository {name}: gpg could not export key "
+                   f"{entry.key_fingerprint}: {last}")
+            raise RepositoryRefused(msg)
+        exported = export.stdout
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(exported)
     return dest

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -317,7 +318,11 @@ def notice_text(name: str, version: str) -> str | None:
     for path in dist.files or []:
         parts = path.parts
         if parts and parts[0].endswith(".dist-info") and NOTICE_FILE.search(path.name):
-            text = path.read_text(encoding="utf-8")
+            try:
+                # RECORD may list a file that is not on disk; a notice need not be UTF-8.
+                text = Path(path.locate()).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
             if text:
                 texts.append(f"==> {'/'.join(parts[1:])} <==\n{text}")
     return "\n".join(texts) or None

@@ -166,7 +166,7 @@ def renew(site: str, yes: bool, state_dir: Path | None) -> None:
     outcome = renew_certificates(loaded, state)
     changed = sum(counts["changed"] for counts in outcome.result.stats.values())
     CONSOLE.print(f"certs renew: ok, {changed} change(s) on {len(outcome.result.stats)} "
-                  f"node(s); new kubeconfig in {state.root / 'kubeconfig'}; log in "
+                  f"node(s); new kubeconfig in {state.kubeconfig}; log in "
                   f"{outcome.result.stdout_file}", highlight=False)
     CONSOLE.print(f"certs renew: check them with `blueprint validate {site} --check "
                   "kubernetes.certs.expiry`", highlight=False, markup=False)

@@ -51,7 +51,7 @@ def reset_kubernetes(loaded: LoadedSite, state: StateDir) -> ResetOutcome:
 
             # The old cluster is gone: its kubeconfig and join secrets mean nothing now, and
             # the next deploy makes a new cluster with new ones.
-            (state.root / "kubeconfig").unlink(missing_ok=True)
+            state.kubeconfig.unlink(missing_ok=True)
             mark_nodes(state, LAYER, None)
             vault = read_state_vault(state)
             if any(name in vault for name in CLUSTER_SECRETS):

@@ -159,6 +159,16 @@ class Node(StrictModel):
 
     _name_is_label = field_validator("name")(_dns_label)
 
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        # The validation reports its cluster-scoped checks under this name (CLUSTER).
+        if value == "cluster":
+            msg = ("'cluster' is reserved: the validation reports the cluster's checks under "
+                   "it; name the node otherwise")
+            raise ValueError(msg)
+        return value
+
     @field_validator("boot_mac", mode="before")
     @classmethod
     def _mac_shape(cls, value: Any) -> Any:

@@ -83,7 +83,7 @@ def preflight_platform(loaded: LoadedSite, state: StateDir,
             "-linux-amd64.tar.gz'")
 
     # The cluster: the kubernetes layer leaves its kubeconfig in the state folder.
-    kubeconfig = state.root / "kubeconfig"
+    kubeconfig = state.kubeconfig
     if not kubeconfig.is_file() and not cluster_in_run:
         problems.append(
             f"layer platform: no kubeconfig at {kubeconfig}; deploy the kubernetes layer "

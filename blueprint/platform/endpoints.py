@@ -20,10 +20,11 @@ import yaml
 
 from blueprint.errors import DeployFailed
 from blueprint.secrets import REDACTOR
+from blueprint.state import AI_ENDPOINTS_FILE
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS_FILE = "ai-endpoints.yaml"
+ENDPOINTS_FILE = AI_ENDPOINTS_FILE
 SITE_CA_FILE = "site-ca.pem"
 CLUSTER_CA_FILE = "cluster-ca.pem"
 
@@ -141,6 +142,8 @@ def write_endpoints(state_root: Path, outputs: Mapping[str, Any], kubeconfig: Pa
     path = state_root / ENDPOINTS_FILE
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A left-over temporary file keeps its old mode through O_CREAT: tighten it first.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("# Written by blueprint deploy from the platform stack's outputs; "
                      "holds credentials.\n")

@@ -104,12 +104,13 @@ def validate(site: str | None, state_dir: Path | None, kubeconfig: Path | None,
             raise BadInput(msg)
         _check_writable(junit, json_path, html)
         from blueprint.state import StateDir
-        from blueprint.validation import kubeconfig_context
+        from blueprint.validation import cluster_run_name, kubeconfig_context
 
-        name = f"cluster-{kubeconfig_context(kubeconfig, kube_context)}"
+        context = kubeconfig_context(kubeconfig, kube_context)
+        name = cluster_run_name(context)
         state = StateDir.for_site(Path.cwd(), state_dir or Path(".state") / name)
         report = validate_cluster(kubeconfig, state, suite=suite or "ai-edge",
-                                  context=kube_context, ai_endpoints=ai_endpoints,
+                                  context=context, ai_endpoints=ai_endpoints,
                                   layers=list(layers) or None, checks=list(checks) or None,
                                   include_optional=include_optional)
         site_name = name

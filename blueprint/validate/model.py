@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from blueprint.errors import BadInput, ExitCode
+from blueprint.secrets import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,11 @@ class NodeTarget:
     bmc_password: str | None = field(default=None, repr=False)
 
     def check_environment(self) -> dict[str, str]:
-        """The environment of this node's pytest run: the controller's, plus its BMC password."""
-        environment = dict(os.environ)
-        environment.pop(BMC_PASSWORD_ENV, None)
-        if self.bmc_password is not None:
-            environment[BMC_PASSWORD_ENV] = self.bmc_password
-        return environment
+        """The environment of this node's pytest run: the controller's without the product's
+        credentials, plus this node's BMC password when it has one."""
+        if self.bmc_password is None:
+            return child_environment()
+        return child_environment(**{BMC_PASSWORD_ENV: self.bmc_password})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import shlex
 import subprocess
 import sys
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from blueprint.errors import BadInput
+from blueprint.proc import run_bounded
+from blueprint.secrets import child_environment
 from blueprint.validate.model import (
     AI_ENDPOINTS_ENV,
-    BMC_PASSWORD_ENV,
     CLUSTER,
     LAYER_DEPLOYED_BY,
     CheckResult,
@@ -338,8 +338,7 @@ def _run_cluster(
         f"--bp-node={CLUSTER}",
         f"--bp-context={context_file}",
     ]
-    env = dict(os.environ)
-    env.pop(BMC_PASSWORD_ENV, None)
+    env = child_environment()
     if target.cluster.ai_endpoints is not None:
         env[AI_ENDPOINTS_ENV] = str(target.cluster.ai_endpoints)
     else:
@@ -395,9 +394,7 @@ def _run_pytest(
     log.debug("run: %s", shlex.join(command))
     log_file = work_dir / f"pytest-{name}.log"
     try:
-        run = subprocess.run(
-            command, capture_output=True, text=True, timeout=budget, cwd=checks_dir, env=env
-        )
+        run = run_bounded(command, timeout=budget, cwd=checks_dir, env=env)
         log_file.write_text(run.stdout + run.stderr)
         # The last error line says why, e.g. a check module that does not import.
         errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("E ")]
@@ -470,6 +467,15 @@ def merge_results(
     results = []
     for check in selected:
         names = [CLUSTER] if check.cluster_scoped else [node.name for node in target.nodes]
+        if not names:
+            # A cluster validated by its kubeconfig alone: a node check is reported, not
+            # dropped, so that nothing mandatory disappears from the verdict unseen.
+            results.append(CheckResult(
+                check_id=check.id, node=CLUSTER, status=Status.NOT_APPLICABLE,
+                mandatory=check.mandatory, show_stopper=check.show_stopper,
+                message=NOT_APPLICABLE + "runs on each node over SSH; validate the SITE to "
+                        "run it"))
+            continue
         for name in names:
             result = CheckResult(
                 check_id=check.id,

@@ -382,13 +382,16 @@ def test_validate_a_cluster_by_its_kubeconfig(tmp_path: Path) -> None:
     assert "verdict: passed" in done.stdout
     summary = summary_of(tmp_path)
     assert summary["site"] == "cluster-stand-in"
-    # No node is reached: every result is the cluster's, the node-scoped certificate check
-    # (it needs SSH to the control planes) has none.
+    # No node is reached: every result is the cluster's; the node-scoped certificate check
+    # (it needs SSH to the control planes) is reported not applicable, not dropped.
     assert summary["nodes"] == ["cluster"]
     statuses = {r["check"]: r["status"] for r in summary["results"]}
     assert statuses == {NODES_READY: "passed", SYSTEM_PODS: "passed", DNS: "passed",
                         ANONYMOUS: "passed", DEFAULT_CLASS: "passed", ROUND_TRIP: "passed",
-                        GPU: "passed"}
+                        GPU: "passed", "kubernetes.certs.expiry": "not_applicable"}
+    certs = next(r for r in summary["results"] if r["check"] == "kubernetes.certs.expiry")
+    assert certs["message"] == ("not applicable: runs on each node over SSH; validate the "
+                                "SITE to run it")
     for path in (tmp_path / "runs").rglob("*"):
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from blueprint import secrets
 from blueprint.errors import BadInput, EnvironmentMissing
-from blueprint.secrets import MASK, PASSWORD_ENV, Redactor, load_site_secrets
+from blueprint.secrets import MASK, PASSWORD_ENV, Redactor, child_environment, load_site_secrets
 
 
 def encrypt(path: Path, password: str, tmp_path: Path) -> None:
@@ -74,3 +75,20 @@ def test_redact_tree_masks_every_file_that_holds_a_secret(tmp_path: Path) -> Non
 
     assert (tmp_path / "a" / "events.json").read_text() == f'{{"stdout": "{MASK}"}}'
     assert (tmp_path / "clean.txt").read_text() == "nothing here"
+
+
+def test_a_child_inherits_none_of_the_products_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLUEPRINT_BMC_RACK1_PASSWORD", "bmc-canary")
+    monkeypatch.setenv("BLUEPRINT_VALIDATE_BMC_PASSWORD", "node-canary")
+    monkeypatch.setenv("BLUEPRINT_VAULT_PASSWORD", "vault-canary")
+    monkeypatch.setenv("BLUEPRINT_AI_ENDPOINTS", "/tmp/endpoints.yaml")
+
+    environment = child_environment(IPMI_PASSWORD="mine")
+
+    assert not {"BLUEPRINT_BMC_RACK1_PASSWORD", "BLUEPRINT_VALIDATE_BMC_PASSWORD",
+                "BLUEPRINT_VAULT_PASSWORD"} & set(environment)
+    assert environment["IPMI_PASSWORD"] == "mine"
+    assert environment["BLUEPRINT_AI_ENDPOINTS"] == "/tmp/endpoints.yaml"
+    assert environment["PATH"] == os.environ["PATH"]

@@ -1,9 +1,10 @@
 """Kubernetes-API checks: nodes, system pods, DNS, storage, GPUs, anonymous access.
 
 These run once per site from the controller, in the runner's cluster run, and speak to the
-cluster's API through the kubeconfig the context names (`expected["kubeconfig"]`). Without a
-kubeconfig they say "not applicable" with that reason, never passed. The check code lives in
-validation/kube/.
+cluster's API through the kubeconfig the context names (`expected["kubeconfig"]`). The runner
+reports a deployed kubernetes layer without a kubeconfig as an error before these run; this
+module run alone without one says "not applicable" with that reason, never passed. The check
+code lives in validation/kube/.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from blueprint.validate.model import ClusterPolicy
-from blueprint.validate.plugin import CheckFailed
+from blueprint.validate.plugin import NOT_APPLICABLE, CheckFailed
 
 # validation/ is not an installed package; the runner starts pytest inside validation/checks.
 _REPO = str(Path(__file__).resolve().parents[2])
@@ -39,8 +40,6 @@ from validation.kube import (  # noqa: E402
 )
 
 log = logging.getLogger(__name__)
-
-NOT_APPLICABLE = "not applicable: "
 
 
 @pytest.fixture(scope="module")

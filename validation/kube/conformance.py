@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from blueprint.proc import run_bounded
 from validation.ai.result import COMMAND, CheckFailure, CheckResult, Exchange, excerpt
 from validation.kube.session import CheckSkipped, KubeSession, run_check
 
@@ -33,9 +34,9 @@ def sonobuoy_status(results_text: str) -> str | None:
 def _run(
     session: KubeSession, cmd: list[str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    log.debug("run: %s", " ".join(cmd))
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # Its own process group, stopped whole at the timeout: the tool's helpers too.
+        done = run_bounded(cmd, timeout=timeout)
     except subprocess.TimeoutExpired:
         session.exchanges.append(Exchange(COMMAND, " ".join(cmd), None, "timed out"))
         raise CheckFailure(f"{cmd[0]} still running after {timeout:g} s",

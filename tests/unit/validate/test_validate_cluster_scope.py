@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from blueprint.deploy import mark_nodes
 from blueprint.errors import BadInput
+from blueprint.loader import load_site
+from blueprint.state import StateDir
 from blueprint.validate.model import (
     CLUSTER,
     CheckResult,
@@ -28,7 +31,14 @@ from blueprint.validate.model import (
 )
 from blueprint.validate.report import summary
 from blueprint.validate.runner import run_validation
-from blueprint.validation import cluster_suite, kubeconfig_context
+from blueprint.validation import (
+    cluster_run_name,
+    cluster_suite,
+    cluster_target,
+    kubeconfig_context,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sites"
 
 MakeResult = Callable[..., CheckResult]
 
@@ -112,8 +122,10 @@ def test_cluster_checks_run_once_on_the_controller(tmp_path: Path) -> None:
     assert results["kubernetes.cluster.fake_na"] == (
         CLUSTER, Status.NOT_APPLICABLE, "not applicable: no GPU node in this cluster")
     assert results["ai.fake_endpoints"][:2] == (CLUSTER, Status.PASSED)
-    # No node in the target: the node-scoped check has no row at all.
-    assert "os.fake_node_check" not in results
+    # No node in the target: the node-scoped check is one not-applicable row, not dropped.
+    assert results["os.fake_node_check"] == (
+        CLUSTER, Status.NOT_APPLICABLE,
+        "not applicable: runs on each node over SSH; validate the SITE to run it")
     assert report.verdict is Verdict.PASSED
 
     context = json.loads((out / "nodes" / "context-cluster.json").read_text())
@@ -168,3 +180,35 @@ def test_cluster_suite_by_name_or_file(tmp_path: Path) -> None:
     assert cluster_suite(str(tmp_path / "mine.yaml")) == tmp_path / "mine.yaml"
     with pytest.raises(BadInput, match="suite 'nope' is not known; use one of ai-edge, lab"):
         cluster_suite("nope")
+
+
+def test_a_context_name_becomes_one_folder_name() -> None:
+    assert cluster_run_name("arn:aws:eks:eu-west-1:123:cluster/prod") == (
+        "cluster-arn-aws-eks-eu-west-1-123-cluster-prod")
+    assert cluster_run_name("edge") == "cluster-edge"
+
+
+def test_a_removed_node_is_not_expected_in_the_cluster(tmp_path: Path) -> None:
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "good_key").write_bytes((FIXTURES / "good_key").read_bytes())
+    (site_dir / "site.yaml").write_text(yaml.safe_dump({
+        "name": "edge", "blueprint": "lab", "ssh": {"key": "good_key"},
+        "nodes": [{"name": "cp-1", "address": "10.0.0.1", "roles": ["control-plane"]},
+                  {"name": "gpu-1", "address": "10.0.0.2", "roles": ["worker", "gpu"]},
+                  {"name": "gone-1", "address": "10.0.0.3", "roles": ["worker", "gpu"]}],
+    }))
+    loaded = load_site(site_dir / "site.yaml")
+    state = StateDir.for_site(site_dir)
+
+    # No deploy record: the site file is all there is.
+    target = cluster_target(loaded, state)
+    assert target.kube_nodes == ["cp-1", "gpu-1", "gone-1"]
+    assert target.gpu_nodes == ["gpu-1", "gone-1"]
+    assert target.kubeconfig == state.kubeconfig
+
+    # remove-node took gone-1 out of the kubernetes layer; the site file still lists it.
+    mark_nodes(state, "kubernetes", ["cp-1", "gpu-1"])
+    target = cluster_target(loaded, state)
+    assert target.kube_nodes == ["cp-1", "gpu-1"]
+    assert target.gpu_nodes == ["gpu-1"]
