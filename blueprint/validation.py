@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from blueprint.baremetal.access import bmc_credentials, env_names
+from blueprint.baremetal.access import bmc_credentials
 from blueprint.baremetal.discover import node_profile
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.deploy import deployed_layers, deployed_nodes
@@ -91,25 +91,15 @@ def hardware_profile(loaded: LoadedSite, node: Node) -> dict[str, Any] | None:
     return merged
 
 
-def bmc_access(loaded: LoadedSite) -> dict[str, tuple[dict[str, Any], str | None]]:
+def bmc_access(
+    loaded: LoadedSite, secrets: dict[str, Any]
+) -> dict[str, tuple[dict[str, Any], str | None]]:
     """Per node with a bmc section: how the hardware.bmc checks reach it, and its password.
 
     The first part goes to the node's context file; the password goes only to the
-    environment of the node's check run. Credentials that cannot be had (not in the
-    environment, no vault, a vault that does not open) become the context's `problem`:
-    the other checks still run. The vault is opened only when the environment lacks some.
+    environment of the node's check run. Credentials that cannot be had (in neither the
+    environment nor the vault) become the context's `problem`: the other checks still run.
     """
-    vault: list[dict[str, Any]] = []
-    vault_problem: list[str] = []
-
-    def secrets() -> dict[str, Any]:
-        if not vault and not vault_problem:
-            try:
-                vault.append(load_site_secrets(loaded.site_dir))
-            except BlueprintError as exc:
-                vault_problem.append(str(exc))
-        return vault[0] if vault else {}
-
     access: dict[str, tuple[dict[str, Any], str | None]] = {}
     for node in loaded.site.nodes:
         if node.bmc is None:
@@ -122,25 +112,21 @@ def bmc_access(loaded: LoadedSite) -> dict[str, tuple[dict[str, Any], str | None
             "verify_tls": bmc.verify_tls,
             "ca": str(bmc.ca.resolve()) if bmc.ca is not None else None,
             "timeout": bmc.timeout,
+            "cipher_suite": bmc.cipher_suite,
+            "boot_mode": bmc.boot_mode,
             "credentials": bmc.credentials,
             "username": None,
             "boot_mac": node.boot_mac,
             "problem": None,
         }
         password = None
-        if bmc.protocol == "redfish":
-            user_env, password_env = env_names(bmc.credentials)
-            in_environment = bool(os.environ.get(user_env) and os.environ.get(password_env))
-            try:
-                credentials = bmc_credentials(node, {} if in_environment else secrets())
-            except BlueprintError as exc:
-                problem = str(exc)
-                if vault_problem:
-                    problem += f" (the vault: {vault_problem[0]})"
-                context["problem"] = problem
-            else:
-                context["username"] = credentials.username
-                password = credentials.password
+        try:
+            credentials = bmc_credentials(node, secrets)
+        except BlueprintError as exc:
+            context["problem"] = str(exc)
+        else:
+            context["username"] = credentials.username
+            password = credentials.password
         access[node.name] = (context, password)
     return access
 
@@ -267,10 +253,15 @@ def build_target(
     kubeconfig: Path | None = None,
     kube_context: str | None = None,
     ai_endpoints: Path | None = None,
+    secrets: dict[str, Any] | None = None,
 ) -> ValidationTarget:
+    """What `validate` checks on this site; `secrets` is the site's opened vault (opened
+    here when not given)."""
     site = loaded.site
     layers = check_layers(loaded, state)
-    bmcs = bmc_access(loaded)
+    if secrets is None:
+        secrets = load_site_secrets(loaded.site_dir)
+    bmcs = bmc_access(loaded, secrets)
     return ValidationTarget(
         site_name=site.name,
         blueprint_layers=layers,
@@ -345,13 +336,14 @@ def validate_site(
     kubeconfig: Path | None = None,
     kube_context: str | None = None,
     ai_endpoints: Path | None = None,
+    secrets: dict[str, Any] | None = None,
 ) -> ValidationReport:
     """Run the blueprint's suite on the site; the run and its verdict go to the history."""
     return _recorded_run(
         state,
         loaded.site.name,
         lambda: build_target(loaded, state, kubeconfig=kubeconfig, kube_context=kube_context,
-                             ai_endpoints=ai_endpoints),
+                             ai_endpoints=ai_endpoints, secrets=secrets),
         layers=layers,
         checks=checks,
         include_optional=include_optional,

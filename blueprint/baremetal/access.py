@@ -10,6 +10,7 @@ from blueprint.baremetal.bmc import BmcClient, Credentials, RedfishBmc
 from blueprint.baremetal.ipmi import IpmiBmc
 from blueprint.errors import BadInput, EnvironmentMissing
 from blueprint.models import Node
+from blueprint.models.site import Bmc
 from blueprint.proc import require_tool
 from blueprint.secrets import REDACTOR
 
@@ -53,18 +54,23 @@ def bmc_credentials(node: Node, secrets: dict[str, Any]) -> Credentials:
 
 
 def open_bmc(node: Node, secrets: dict[str, Any]) -> BmcClient:
-    """A client for the node's BMC: Redfish (TLS verified against the node's CA if given)
-    or, for `protocol: ipmi`, IPMI over LAN through ipmitool."""
+    """A client for the node's BMC, with its credentials from the environment or the vault."""
     if node.bmc is None:
         msg = f"node {node.name}: has no bmc section"
         raise BadInput(msg)
-    if node.bmc.protocol == "ipmi":
+    return connect_bmc(node.name, node.bmc, bmc_credentials(node, secrets))
+
+
+def connect_bmc(name: str, bmc: Bmc, credentials: Credentials) -> BmcClient:
+    """A client for one BMC: Redfish (TLS verified against its CA if given) or, for
+    `protocol: ipmi`, IPMI over LAN through ipmitool."""
+    if bmc.protocol == "ipmi":
         ipmitool = require_tool("ipmitool", "ipmitool")
-        return IpmiBmc(node.name, node.bmc.address, bmc_credentials(node, secrets),
-                       timeout=node.bmc.timeout, cipher_suite=node.bmc.cipher_suite,
-                       uefi=node.bmc.boot_mode == "uefi", ipmitool=ipmitool)
-    verify: bool | str = node.bmc.verify_tls
-    if verify and node.bmc.ca is not None:
-        verify = str(node.bmc.ca)
-    return RedfishBmc(node.name, node.bmc.address, bmc_credentials(node, secrets),
-                      verify=verify, timeout=node.bmc.timeout, system_id=node.bmc.system)
+        return IpmiBmc(name, bmc.address, credentials, timeout=bmc.timeout,
+                       cipher_suite=bmc.cipher_suite, uefi=bmc.boot_mode == "uefi",
+                       ipmitool=ipmitool)
+    verify: bool | str = bmc.verify_tls
+    if verify and bmc.ca is not None:
+        verify = str(bmc.ca)
+    return RedfishBmc(name, bmc.address, credentials, verify=verify, timeout=bmc.timeout,
+                      system_id=bmc.system)

@@ -18,12 +18,11 @@ log = logging.getLogger(__name__)
 _output_path = click.Path(dir_okay=False, path_type=Path)
 
 
-def _open(site: str, state_dir: Path | None) -> tuple[Any, Any]:
+def _open(site: str, state_dir: Path | None) -> tuple[Any, Any, dict[str, Any]]:
     # Imported here: blueprint.cli registers this module's commands.
     from blueprint.cli import _open_site
 
-    loaded, state, _ = _open_site(site, state_dir)
-    return loaded, state
+    return _open_site(site, state_dir)
 
 
 def _copy_to(source: Path, destination: Path | None) -> None:
@@ -118,7 +117,7 @@ def validate(site: str | None, state_dir: Path | None, kubeconfig: Path | None,
         if suite is not None:
             msg = "--suite goes with --kubeconfig and no SITE (a site's blueprint names its suite)"
             raise BadInput(msg)
-        loaded, state = _open(site, state_dir)
+        loaded, state, secrets = _open(site, state_dir)
         site_name = loaded.site.name
         if list_only:
             _print_listing(listing(loaded, state, layers=list(layers) or None,
@@ -129,7 +128,7 @@ def validate(site: str | None, state_dir: Path | None, kubeconfig: Path | None,
         report = validate_site(loaded, state, layers=list(layers) or None,
                                checks=list(checks) or None, include_optional=include_optional,
                                kubeconfig=kubeconfig, kube_context=kube_context,
-                               ai_endpoints=ai_endpoints)
+                               ai_endpoints=ai_endpoints, secrets=secrets)
     out_dir = report.paths.json.parent
     _copy_to(out_dir / "junit.xml", junit)
     _copy_to(report.paths.json, json_path)
@@ -205,7 +204,7 @@ def support_bundle(site: str, state_dir: Path | None, output: Path | None) -> No
     from blueprint.inventory import render_ssh_config
     from blueprint.validate.bundle import make_bundle
 
-    loaded, state = _open(site, state_dir)
+    loaded, state, _ = _open(site, state_dir)
     _check_writable(output)
     if output is None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

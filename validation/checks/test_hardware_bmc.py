@@ -1,7 +1,8 @@
-"""Hardware checks read from the node's BMC over Redfish, against the blueprint's profile.
+"""Hardware checks read from the node's BMC, against the blueprint's profile.
 
 These run in the node's pytest process on the controller and reach the BMC from there, with
-the product's own Redfish client (`blueprint.baremetal.bmc`); the node's shell is not used.
+the product's own clients (`blueprint.baremetal`: Redfish, or ipmitool for an IPMI BMC, which
+reports far less: what it does not report is skipped); the node's shell is not used.
 The BMC is read once per run, by the first of these checks that runs, under its timeout.
 
 Where the BMC is (`expected["bmc"]`) comes from the site file; its password only from this
@@ -21,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from blueprint.baremetal.bmc import BmcError, Credentials, Inventory, RedfishBmc
+from blueprint.baremetal.access import connect_bmc
+from blueprint.baremetal.bmc import BmcError, Credentials, Inventory
 from blueprint.baremetal.discover import version_key
+from blueprint.models.site import Bmc
 from blueprint.secrets import MASK
 from blueprint.validate.model import BMC_PASSWORD_ENV
 from blueprint.validate.plugin import expect
@@ -77,13 +80,18 @@ class BmcReader:
         if password is None or not settings.get("username"):
             msg = f"no BMC password was handed to this run ({BMC_PASSWORD_ENV} is not set)"
             raise BmcUnusable(msg)
-        verify: bool | str = bool(settings.get("verify_tls", True))
-        if verify and settings.get("ca"):
-            verify = str(settings["ca"])
-        bmc = RedfishBmc(self.node, str(settings["address"]),
-                         Credentials(str(settings["username"]), password),
-                         verify=verify, timeout=float(settings.get("timeout", 30)),
-                         system_id=settings.get("system"))
+        ipmi = settings.get("protocol") == "ipmi"
+        bmc = connect_bmc(self.node, Bmc(
+            address=str(settings["address"]),
+            protocol="ipmi" if ipmi else "redfish",
+            credentials=str(settings.get("credentials", "")),
+            verify_tls=bool(settings.get("verify_tls", True)),
+            ca=settings.get("ca"),
+            system=settings.get("system"),
+            timeout=float(settings.get("timeout", 30)),
+            **({"cipher_suite": settings.get("cipher_suite"),
+                "boot_mode": settings.get("boot_mode") or "uefi"} if ipmi else {}),
+        ), Credentials(str(settings["username"]), password))
         # The client never quotes the password; masked here as well, to be sure.
         try:
             try:
@@ -112,9 +120,6 @@ def bmc_reader(expected: dict[str, Any]) -> BmcReader | None:
 def _bmc(reader: BmcReader | None) -> BmcReader:
     if reader is None:
         pytest.skip("no BMC in the site file")
-    protocol = reader.settings.get("protocol", "redfish")
-    if protocol != "redfish":
-        pytest.skip(f"the BMC speaks {protocol}; these checks read Redfish only")
     return reader
 
 

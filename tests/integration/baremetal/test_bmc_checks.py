@@ -36,7 +36,7 @@ from blueprint.validate.runner import CHECKS_DIR, node_context, pytest_command, 
 from blueprint.validation import build_target
 from validation.checks import test_hardware_bmc as checks
 
-from .conftest import BOOT_MAC, PASSWORD, SYSTEM_UUID, USERNAME, Emulator
+from .conftest import BOOT_MAC, PASSWORD, SYSTEM_UUID, USERNAME, Emulator, IpmiSim
 
 if TYPE_CHECKING:
     from tests.integration.conftest import LabHandle
@@ -525,3 +525,42 @@ def test_a_read_cut_by_the_check_timeout_is_not_repeated_by_the_next_checks(
     assert (disk["outcome"], disk["message"]) == ("error", (
         "BmcUnusable: the BMC could not be read: reading the BMC stopped: timed out after 2 s"))
     assert time.monotonic() - started < 25
+
+
+def test_an_ipmi_bmc_is_read_and_what_ipmi_cannot_tell_is_skipped(
+    ipmi_sim: IpmiSim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same checks through the same client factory as provision uses: OpenIPMI's
+    # simulator answers for the node; IPMI's standard commands give identity and firmware,
+    # not CPUs, memory, drives, NICs, PCIe devices or the boot mode.
+    monkeypatch.setenv("BLUEPRINT_BMC_IPMI1_USERNAME", USERNAME)
+    monkeypatch.setenv("BLUEPRINT_BMC_IPMI1_PASSWORD", PASSWORD)
+    (tmp_path / "metal.yaml").write_text(yaml.safe_dump({
+        "name": "metal-ipmi", "version": "1",
+        "layers": [{"name": "os_baseline", "roles": ["os_baseline"]}],
+        "hardware": {"worker": {"min_cpus": 8, "boot_mode": "uefi", "min_bmc_version": "9.0"}},
+        "validation": {"suite": "lab"}}))
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"name": "metal", "blueprint": "metal.yaml", "nodes": [
+        {"name": "edge-ipmi-1", "address": "10.90.0.41", "roles": ["worker"],
+         "bmc": {"protocol": "ipmi", "address": ipmi_sim.address, "credentials": "ipmi1",
+                 "cipher_suite": 3, "timeout": 5}}]}))
+    target = target_of(site, tmp_path / "s")
+
+    results = run_checks(target, "edge-ipmi-1", suite_file(tmp_path), monkeypatch)
+
+    assert statuses(results) == {
+        "hardware.bmc.reachable": "passed",
+        "hardware.bmc.cpu_count": "skipped",
+        "hardware.bmc.memory_size": "skipped",
+        "hardware.bmc.disk_size": "skipped",
+        "hardware.bmc.nic_count": "skipped",
+        "hardware.bmc.gpu_count": "skipped",
+        "hardware.bmc.boot_mode": "skipped",
+        "hardware.bmc.secure_boot": "skipped",
+        "hardware.bmc.bios_attributes": "skipped",
+        "hardware.bmc.firmware_versions": "passed",
+    }, results
+    assert results["hardware.bmc.boot_mode"][1] == (
+        "the BMC does not report the boot mode (Boot.BootSourceOverrideMode)")
+    assert all(PASSWORD not in message for _, message in results.values())

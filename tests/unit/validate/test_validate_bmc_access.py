@@ -46,21 +46,22 @@ def test_credentials_from_the_environment_split_into_context_and_password(
     monkeypatch.setenv("BLUEPRINT_BMC_N1_BMC_USERNAME", "ops")
     monkeypatch.setenv("BLUEPRINT_BMC_N1_BMC_PASSWORD", SECRET)
 
-    access = bmc_access(load_site(_site(tmp_path)))
+    access = bmc_access(load_site(_site(tmp_path)), {})
 
     context, password = access["n1"]
     assert password == SECRET
     assert context == {"address": "https://10.1.1.11", "protocol": "redfish", "system": "1",
-                       "verify_tls": True, "ca": None, "timeout": 30.0,
-                       "credentials": "n1-bmc", "username": "ops",
+                       "verify_tls": True, "ca": None, "timeout": 30.0, "cipher_suite": None,
+                       "boot_mode": "uefi", "credentials": "n1-bmc", "username": "ops",
                        "boot_mac": "52:54:00:00:00:01", "problem": None}
-    # IPMI is not read by the checks: no credentials are looked up for it.
-    assert access["n2"] == ({**access["n2"][0], "username": None, "problem": None}, None)
+    # The IPMI node's credentials are looked up the same way: here in neither place.
+    assert access["n2"][1] is None
+    assert access["n2"][0]["problem"].startswith("node n2: BMC credentials 'n2-bmc' are neither")
     assert "n3" not in access
 
 
 def test_missing_credentials_become_the_context_problem(tmp_path: Path) -> None:
-    context, password = bmc_access(load_site(_site(tmp_path)))["n1"]
+    context, password = bmc_access(load_site(_site(tmp_path)), {})["n1"]
 
     assert password is None
     assert context["problem"] == (
@@ -69,15 +70,12 @@ def test_missing_credentials_become_the_context_problem(tmp_path: Path) -> None:
         "bmc_credentials in secrets.yaml")
 
 
-def test_a_vault_that_does_not_open_is_named_in_the_problem(tmp_path: Path) -> None:
-    site = _site(tmp_path)
-    (tmp_path / "secrets.yaml").write_text("$ANSIBLE_VAULT;1.1;AES256\n3132\n")
+def test_credentials_from_the_vault_the_command_opened(tmp_path: Path) -> None:
+    vault = {"bmc_credentials": {"n1-bmc": {"username": "ops", "password": SECRET}}}
 
-    context, _ = bmc_access(load_site(site))["n1"]
+    context, password = bmc_access(load_site(_site(tmp_path)), vault)["n1"]
 
-    assert context["problem"].endswith(
-        f"(the vault: {tmp_path / 'secrets.yaml'} is encrypted; set {PASSWORD_ENV} or "
-        f"{PASSWORD_FILE_ENV})")
+    assert (context["username"], context["problem"], password) == ("ops", None, SECRET)
 
 
 def test_the_password_is_only_in_the_check_run_environment(
@@ -85,9 +83,12 @@ def test_the_password_is_only_in_the_check_run_environment(
 ) -> None:
     with_bmc = NodeTarget("n1", "10.1.0.11", "root", bmc={"address": "x"}, bmc_password=SECRET)
     without = NodeTarget("n3", "10.1.0.13", "root")
-    # A value left in the controller's environment never reaches a node that has no BMC.
+    # A value left in the controller's environment never reaches a node that has no BMC,
+    # and no check run inherits the operator's exported BMC credentials.
     monkeypatch.setenv(BMC_PASSWORD_ENV, "left-over")
+    monkeypatch.setenv("BLUEPRINT_BMC_N1_BMC_PASSWORD", SECRET)
 
     assert SECRET not in repr(with_bmc)
     assert with_bmc.check_environment()[BMC_PASSWORD_ENV] == SECRET
     assert BMC_PASSWORD_ENV not in without.check_environment()
+    assert "BLUEPRINT_BMC_N1_BMC_PASSWORD" not in with_bmc.check_environment()
