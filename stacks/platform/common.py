@@ -157,7 +157,9 @@ OPEN_PORTS: dict[str, tuple[int, ...]] = {
     "storage": (9443,),
     "monitoring": (10250,),
 }
-GPU_COMPONENTS = ("notebooks", "serving", "flower", "pipelines")
+# Namespaces whose pods ask for GPUs. The GPU operator's own namespace is one: its device
+# plugin validator starts a pod that takes one GPU on each node it checks.
+GPU_COMPONENTS = ("gpu", "notebooks", "serving", "flower", "pipelines")
 
 
 def default_quota(platform: Platform, component: str) -> Quota:

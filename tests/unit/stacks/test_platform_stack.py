@@ -309,6 +309,8 @@ def test_each_component_has_its_namespace_quota_and_policy(default_run: ProgramR
               for item in default_run.by_type("kubernetes:core/v1:ResourceQuota")}
     checked.that(quotas["edge-notebooks"]["requests.nvidia.com/gpu"] == "4")
     checked.that(quotas["edge-mlflow"]["requests.nvidia.com/gpu"] == "0")
+    # The operator's device plugin validator takes a GPU on each GPU node it checks.
+    checked.that(quotas["edge-gpu"]["requests.nvidia.com/gpu"] != "0")
     for release in releases(default_run):
         checked.that(release.inputs["namespace"] in expected, release.name)
 
