@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -75,12 +76,15 @@ class GpuOperator(pulumi.ComponentResource):
     """The GPU operator release, with its sharing config when the blueprint asks for one."""
 
     def __init__(self, name: str, platform: Platform,
+                 after: Sequence[pulumi.Resource] = (),
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        """`after`: what the operator's own custom resources need first (the monitoring
+        release, which brings the ServiceMonitor CRD the DCGM exporter's monitor uses)."""
         super().__init__(type_token("GpuOperator"), name, None, opts)
         space = ComponentNamespace(f"{name}-space", platform, "gpu",
                                    pulumi.ResourceOptions(parent=self))
         options = platform.config.options.gpu
-        waits: list[pulumi.Resource] = [space]
+        waits: list[pulumi.Resource] = [space, *after]
         if options.sharing == "time-slicing":
             waits.append(k8s.core.v1.ConfigMap(
                 f"{name}-sharing",

@@ -288,7 +288,9 @@ def test_custom_resources_wait_for_their_crds_and_apps_for_storage(
              ("mlflow-database", "storage-class-local-path"),
              ("notebooks-jupyterhub", "storage-class-local-path"),
              ("flower-superlink-cert", "access-site-ca"),
-             ("jupyterhub", "access-site-ca")]
+             ("jupyterhub", "access-site-ca"),
+             # The operator makes the DCGM exporter's ServiceMonitor: its CRD comes first.
+             ("gpu-operator", "monitoring-prometheus")]
     for dependent, dependency in pairs:
         checked.that(default_run.by_name(dependency).urn in
                      default_run.by_name(dependent).dependencies, f"{dependent}->{dependency}")
