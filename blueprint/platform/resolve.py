@@ -12,6 +12,7 @@ from blueprint.errors import BadInput
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer
 from blueprint.platform.config import (
+    OPERATOR_DRIVER_IMAGES,
     PlatformConfig,
     PlatformNode,
     PlatformOptions,
@@ -61,7 +62,7 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
 
     gpu_layer = next((ly for ly in loaded.blueprint.layers if ly.name == "gpu"), None)
     registry = settings.registry or options.registry
-    return PlatformConfig(
+    config = PlatformConfig(
         site=loaded.site.name,
         kubernetes_version=kubernetes_version(loaded),
         host_gpu_driver=gpu_layer is not None and "gpu_driver" in gpu_layer.roles,
@@ -72,6 +73,19 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
                for node in loaded.site.nodes],
         registry_auth=registry_auth_json(registry.override, secrets or {}),
     )
+
+    # The operator's own driver and toolkit run from images the blueprint must pin.
+    if config.options.components.gpu and config.operator_driver:
+        pinned = config.charts["gpu-operator"].images
+        missing = [role for role in OPERATOR_DRIVER_IMAGES if role not in pinned]
+        if missing:
+            msg = (f"blueprint {loaded.blueprint.name}: layer platform: the GPU operator "
+                   "installs the driver here (gpu.driver "
+                   f"'{config.options.gpu.driver}', no gpu_driver role in the gpu layer) but "
+                   f"charts.gpu-operator.images has no {', '.join(missing)}; pin them for "
+                   "the chart's version")
+            raise BadInput(msg)
+    return config
 
 
 def registry_auth_json(override: str | None, secrets: dict[str, Any]) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from blueprint.artifacts import load_catalogue
 from blueprint.errors import BadInput
 from blueprint.loader import load_site
-from blueprint.paths import PROJECT_ROOT
+from blueprint.paths import BUILTIN_BLUEPRINTS_DIR, PROJECT_ROOT
 from blueprint.platform.resolve import platform_config
 
 
@@ -68,3 +68,18 @@ def test_a_member_site_must_name_the_hub(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"site.yaml:\d+: platform.flower: .*a member site needs "
                                        r"superlink_address"):
         load_site(_site(tmp_path, edit))
+
+
+def test_the_operators_own_driver_needs_its_images_pinned(tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, ("blueprint: ai-edge ", "blueprint: operator-driver.yaml "))
+    text = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    for old, new in (("driver: auto ", "driver: operator "),
+                     ("            driver: nvcr.io/nvidia/driver:570.124.06\n", "")):
+        assert old in text
+        text = text.replace(old, new, 1)
+    (site_dir / "operator-driver.yaml").write_text(text)
+
+    with pytest.raises(BadInput, match=r"the GPU operator installs the driver here \(gpu.driver "
+                                       r"'operator'.*charts.gpu-operator.images has no driver; "
+                                       r"pin them"):
+        platform_config(load_site(site_dir))

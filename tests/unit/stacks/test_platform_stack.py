@@ -60,6 +60,9 @@ def test_gpu_operator_runs_its_own_driver_without_a_host_gpu_layer_and_mig_when_
     config = make_config(mig).model_copy(update={"host_gpu_driver": False})
     gpu = values(program_runs(config), "gpu-operator")
     checked.that(gpu["driver"]["enabled"] is True)
+    # Its driver and toolkit images are the blueprint's pins, not the chart's defaults.
+    checked.that(gpu["driver"]["image"] == "driver" and gpu["driver"]["version"] == "570.124.06")
+    checked.that(gpu["toolkit"]["repository"] == "nvcr.io/nvidia/k8s")
     checked.that(gpu["migManager"]["enabled"] is True)
     checked.that(gpu["mig"]["strategy"] == "mixed")
 
