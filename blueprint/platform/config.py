@@ -114,6 +114,14 @@ class StorageClassOption(StrictModel):
 
     _label = field_validator("name")(_dns_label)
 
+    @model_validator(mode="after")
+    def _nfs_server(self) -> StorageClassOption:
+        # The provisioner chart has no default server; without one it mounts nothing.
+        if self.kind == "nfs" and not self.nfs_server:
+            msg = f"storage class {self.name}: kind nfs needs nfs_server (the export's host)"
+            raise ValueError(msg)
+        return self
+
 
 class StorageOptions(StrictModel):
     classes: list[StorageClassOption] = Field(min_length=1)
