@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import kubernetes_validate
 import pytest
-from platform_helpers import Checked, make_config, releases, values
+from platform_helpers import Checked, make_config, releases, storage_kinds, values
 
 from blueprint.platform.config import PlatformConfig
 from blueprint.platform.preview import STAND_IN_SECRET, ProgramRun
@@ -191,19 +190,23 @@ def _walk_images(tree: Any, path: str = "") -> list[tuple[str, str]]:
 OPERAND_IMAGES = {"postgres"}
 
 
+@pytest.mark.parametrize("storage", ["ai-edge", "nfs, longhorn, rook-ceph"])
 def test_registry_override_reaches_every_image_field_of_every_release_and_object(
-        program_runs: Runs, checked: Checked) -> None:
+        program_runs: Runs, checked: Checked, storage: str) -> None:
     def override(layer: dict[str, Any]) -> None:
+        if storage != "ai-edge":
+            storage_kinds(layer)
         layer["options"]["registry"] = {"override": OVERRIDE, "pull_secret": "site-registry"}
 
-    run = program_runs(make_config(override))
+    config = make_config(override)
+    run = program_runs(config)
     for release in releases(run):
         images = _walk_images(release.inputs.get("values", {}))
         for path, ref in images:
             checked.that(ref.startswith(OVERRIDE + "/"), f"{release.name}{path}: {ref}")
         # Every image pinned for the chart's version is set in its values, overridden.
         pinned = {OVERRIDE + "/" + ref.split("/", 1)[1] for role, ref in
-                  make_config().charts[_chart_key(release.inputs)].images.items()
+                  config.charts[_chart_key(config, release.inputs)].images.items()
                   if role not in OPERAND_IMAGES}
         checked.that(pinned <= {ref for _, ref in images},
                      f"{release.name}: {sorted(pinned - {ref for _, ref in images})}")
@@ -215,14 +218,18 @@ def test_registry_override_reaches_every_image_field_of_every_release_and_object
             checked.that(secrets == [{"name": "site-registry"}], item.name)
     database = run.by_name("mlflow-database").inputs["spec"]
     checked.that(database["imageName"].startswith(OVERRIDE + "/"))
+    if storage != "ai-edge":
+        # Longhorn pins no images here: its chart takes the registry as a whole.
+        longhorn = values(run, "storage-longhorn")["privateRegistry"]
+        checked.that(longhorn == {"registryUrl": OVERRIDE, "registrySecret": "site-registry"})
     hub = values(run, "notebooks-jupyterhub")
     checked.that(hub["imagePullSecrets"] == [{"name": "site-registry"}])
     checked.that(hub["singleuser"]["image"]["pullSecrets"] == ["site-registry"])
 
 
-def _chart_key(inputs: dict[str, Any]) -> str:
+def _chart_key(config: PlatformConfig, inputs: dict[str, Any]) -> str:
     chart = inputs["chart"].rsplit("/", 1)[-1]
-    return next(key for key, item in make_config().charts.items() if item.chart == chart)
+    return next(key for key, item in config.charts.items() if item.chart == chart)
 
 
 def test_every_endpoint_needs_a_login(default_run: ProgramRun, checked: Checked) -> None:
@@ -352,36 +359,6 @@ def test_generated_secrets_are_exported_never_set_in_the_site(default_run: Progr
     checked.that(oauth["clientSecret"] == STAND_IN_SECRET)
 
 
-# Objects the product writes itself, checked against the Kubernetes OpenAPI schema of the
-# blueprint's version (kubernetes-validate ships the schemas; strict: no unknown fields).
-OWN_KINDS = ("core/v1:Namespace", "core/v1:ResourceQuota", "core/v1:LimitRange",
-             "networking.k8s.io/v1:NetworkPolicy", "networking.k8s.io/v1:Ingress",
-             "apps/v1:Deployment", "apps/v1:DaemonSet", "core/v1:Service",
-             "core/v1:ConfigMap", "core/v1:PersistentVolumeClaim",
-             "storage.k8s.io/v1:StorageClass", "core/v1:Secret")
-
-
-def test_own_objects_match_the_kubernetes_schema_of_the_blueprint(
-        default_run: ProgramRun, checked: Checked) -> None:
-    version = make_config().kubernetes_version
-    for kind in OWN_KINDS:
-        items = default_run.by_type(f"kubernetes:{kind}")
-        checked.that(bool(items), kind)
-        for item in items:
-            body = {key: value for key, value in item.inputs.items()
-                    if key not in ("__defaults",)}
-            kubernetes_validate.validate(body, version, strict=True)
-            checked.that(True)
-
-
-def test_schema_check_catches_a_wrong_object(checked: Checked) -> None:
-    bad = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
-           "spec": {"hardd": {"pods": "1"}}}
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(bad, "1.31", strict=True)
-    checked.that(True)
-
-
 def test_network_policies_let_in_only_the_namespace_shared_services_and_clients(
         default_run: ProgramRun, checked: Checked) -> None:
     policies = {(item.inputs["metadata"]["namespace"], item.inputs["metadata"]["name"]):
@@ -428,3 +405,52 @@ def test_endpoints_and_generated_secrets_are_stack_outputs(default_run: ProgramR
 def test_the_image_walker_finds_every_spelling_the_charts_use(tree: dict[str, Any],
                                                               ref: str) -> None:
     assert [found for _, found in _walk_images(tree)] == [ref]
+
+
+def test_external_sso_replaces_dex_and_every_login_names_the_sites_provider(
+        program_runs: Runs, checked: Checked) -> None:
+    def external(layer: dict[str, Any]) -> None:
+        layer["options"]["access"] = {"sso": "external", "sso_groups": ["ml-team"]}
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "sso": {"issuer_url": "https://login.example.net", "client_id": "edge1"}}
+    run = program_runs(make_config(external, site=site))
+    checked.that(not [item for item in releases(run) if item.name == "access-dex"])
+    proxy = values(run, "access-oauth2-proxy")
+    checked.that(proxy["config"]["clientID"] == "edge1")
+    checked.that(proxy["extraArgs"]["oidc-issuer-url"] == "https://login.example.net")
+    checked.that(proxy["extraArgs"]["allowed-group"] == "ml-team")
+    hub = values(run, "notebooks-jupyterhub")["hub"]["config"]["GenericOAuthenticator"]
+    checked.that(hub["token_url"] == "https://login.example.net/token")
+    grafana = values(run, "monitoring-prometheus")["grafana"]["grafana.ini"]
+    checked.that(grafana["auth.generic_oauth"]["auth_url"] == "https://login.example.net/auth")
+    checked.that("sso_admin_password" not in run.output_names)
+
+
+def test_flower_supernodes_on_workers_ask_for_no_gpu_and_control_api_admits_the_site(
+        program_runs: Runs, checked: Checked) -> None:
+    def workers(layer: dict[str, Any]) -> None:
+        layer["options"]["flower"] = {"supernode_roles": ["gpu", "worker"]}
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "flower": {"role": "hub", "control_from": ["10.20.0.0/24"]}}
+    nodes = [{"name": "cp-1", "roles": ["control-plane"]},
+             {"name": "gpu-1", "roles": ["worker", "gpu"]},
+             {"name": "work-1", "roles": ["worker"]}]
+    run = program_runs(make_config(workers, site=site, nodes=nodes))
+    spec = run.by_name("flower-supernode-cpu").inputs["spec"]["template"]["spec"]
+    terms = spec["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    checked.that(terms[0]["matchExpressions"][0]["values"] == ["work-1"])
+    checked.that("nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"])
+    checked.that(run.outputs["flower_supernodes"] == 2)
+    control = run.by_name("flower-control-policy").inputs["spec"]["ingress"][0]
+    checked.that(control["from"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}])
+    checked.that(control["ports"] == [{"port": 9093, "protocol": "TCP"}])
+
+
+def test_nfs_provisioner_gets_the_server_of_its_class(program_runs: Runs,
+                                                      checked: Checked) -> None:
+    nfs = values(program_runs(make_config(storage_kinds)), "storage-nfs")
+    checked.that(nfs["nfs"] == {"server": "10.20.0.5", "path": "/srv/nfs"})
+    checked.that(nfs["storageClass"]["create"] is False)
