@@ -52,6 +52,8 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
 
     # Chart sources through the artifact catalogue: upstream or the site's mirror.
     urls = {repo.name: repo.url for repo in resolve_repositories(loaded.site, ["platform"])}
+    if loaded.site.artifacts.mode == "offline":
+        urls.update(offline_chart_sources(loaded, options, layer.versions))
     charts = {key: ResolvedChart(chart=chart.chart, repository_url=urls[chart.repository],
                                  version=layer.versions[key], images=chart.images)
               for key, chart in options.charts.items()}
@@ -86,6 +88,27 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
                    "the chart's version")
             raise BadInput(msg)
     return config
+
+
+def offline_chart_sources(loaded: LoadedSite, options: PlatformOptions,
+                          versions: dict[str, str]) -> dict[str, str]:
+    """An offline site's own copy of each chart repository the platform uses.
+
+    The machine that runs Pulumi fetches the charts, and an offline site has no upstream
+    to fall back on; the offline bundle carries no Helm charts yet, so the site must name
+    where it serves each one (artifacts.repositories) rather than fail mid-deploy.
+    """
+    wanted = {chart.repository for chart in options.charts.values()}
+    if "kubeflow-pipelines" in versions and options.pipelines.engine == "kubeflow-pipelines":
+        wanted.add("kubeflow-pipelines")
+    own = loaded.site.artifacts.repositories
+    missing = sorted(name for name in wanted if name not in own)
+    if missing:
+        msg = (f"{loaded.site_file}: artifacts: mode 'offline': the offline bundle carries no "
+               "Helm charts yet, so the platform layer needs the site's own copy of each chart "
+               f"repository under artifacts.repositories; missing: {', '.join(missing)}")
+        raise BadInput(msg)
+    return {name: own[name].url for name in sorted(wanted)}
 
 
 def registry_auth_json(override: str | None, secrets: dict[str, Any]) -> str | None:

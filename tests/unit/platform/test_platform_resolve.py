@@ -83,3 +83,31 @@ def test_the_operators_own_driver_needs_its_images_pinned(tmp_path: Path) -> Non
                                        r"'operator'.*charts.gpu-operator.images has no driver; "
                                        r"pin them"):
         platform_config(load_site(site_dir))
+
+
+OFFLINE = ("  mode: mirror ", "  mode: offline ")
+
+
+def test_an_offline_site_must_serve_the_charts_itself(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"site.yaml: artifacts: mode 'offline': the offline "
+                                       r"bundle carries no Helm charts yet.*missing: argo, "
+                                       r"cloudnative-pg, community-charts, dex"):
+        platform_config(load_site(_site(tmp_path, OFFLINE)))
+
+
+def test_an_offline_site_takes_every_chart_from_its_own_copy(tmp_path: Path) -> None:
+    names = sorted({entry.repository for entry in
+                    platform_config(load_site(_site(tmp_path / "a"))).options.charts.values()})
+    served = "".join(f"    {name}: {{url: http://10.20.0.2:3150/charts/{name}}}\n"
+                     for name in names)
+    mirror = ("      endpoints: [https://registry.example.net:5000]\n",
+              "      endpoints: [https://registry.example.net:5000]\n"
+              f"  repositories:\n{served}")
+    site_dir = _site(tmp_path / "b", OFFLINE)
+    text = (site_dir / "site.yaml").read_text()
+    (site_dir / "site.yaml").write_text(text.replace(*mirror, 1))
+
+    config = platform_config(load_site(site_dir))
+
+    assert {chart.repository_url.rsplit("/", 1)[0] for chart in config.charts.values()
+            if chart.chart != "kubeflow-pipelines"} == {"http://10.20.0.2:3150/charts"}
