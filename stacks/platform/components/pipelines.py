@@ -14,7 +14,7 @@ from stacks.platform.common import (
     registry_repository_tag,
     type_token,
 )
-from stacks.platform.components.storage import S3_SECRET, Storage
+from stacks.platform.components.storage import BUCKETS, S3_SECRET, Storage
 
 NAMESPACE = "edge-pipelines"
 WORKFLOW_ACCOUNT = "argo-workflow"
@@ -41,7 +41,7 @@ def argo_values(platform: Platform, s3_endpoint: str) -> dict[str, Any]:
         "workflow": {"serviceAccount": {"create": True, "name": WORKFLOW_ACCOUNT},
                      "rbac": {"create": True}},
         "artifactRepository": {"s3": {
-            "bucket": "pipelines", "endpoint": s3_endpoint.removeprefix("http://"),
+            "bucket": BUCKETS["pipelines"], "endpoint": s3_endpoint.removeprefix("http://"),
             "insecure": True,
             "accessKeySecret": {"name": S3_SECRET, "key": "AWS_ACCESS_KEY_ID"},
             "secretKeySecret": {"name": S3_SECRET, "key": "AWS_SECRET_ACCESS_KEY"}}},
@@ -55,7 +55,7 @@ class Pipelines(pulumi.ComponentResource):
         super().__init__(type_token("Pipelines"), name, None, opts)
         space = ComponentNamespace(f"{name}-space", platform, "pipelines",
                                    pulumi.ResourceOptions(parent=self))
-        s3 = storage.s3_secret(f"{name}-s3", space.name, self, [space])
+        s3 = storage.s3_secret(f"{name}-s3", space.name, BUCKETS["pipelines"], self, [space])
         if platform.config.options.pipelines.engine == "argo-workflows":
             release = platform.release(f"{name}-argo", "argo-workflows", space.name,
                                        argo_values(platform, storage.endpoint), self, [s3])

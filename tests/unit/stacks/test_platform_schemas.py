@@ -3,8 +3,8 @@ validated against the OpenAPI schema of the blueprint's Kubernetes version.
 
 kubernetes-validate ships the upstream schemas; strict mode refuses unknown fields. Helm
 releases (the charts' own objects) are never rendered here, and custom resources
-(cert-manager, MetalLB, CloudNativePG) have no schema in Kubernetes' OpenAPI: both are
-listed as such, and any other resource type the program registers must be validated.
+(cert-manager, MetalLB, CloudNativePG, Rook's bucket claims) have no schema in Kubernetes'
+OpenAPI: both are listed as such, and any other type the program registers is validated.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ NOT_IN_KUBERNETES_SCHEMA = {
     "kubernetes:metallb.io/v1beta1:IPAddressPool",
     "kubernetes:metallb.io/v1beta1:L2Advertisement",
     "kubernetes:postgresql.cnpg.io/v1:Cluster",
+    "kubernetes:objectbucket.io/v1alpha1:ObjectBucketClaim",
 }
 
 

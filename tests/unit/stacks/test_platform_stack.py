@@ -126,11 +126,29 @@ def test_ceph_is_sized_by_the_storage_node_count(program_runs: Runs, checked: Ch
 
     nodes = [{"name": f"s{index}", "roles": ["worker", "storage"]}
              for index in range(storage_nodes)]
-    cluster = values(program_runs(make_config(ceph, nodes=nodes)), "storage-ceph-cluster")
+    run = program_runs(make_config(ceph, nodes=nodes))
+    cluster = values(run, "storage-ceph-cluster")
     checked.that(cluster["cephClusterSpec"]["mon"]["count"] == mons)
-    checked.that(cluster["cephBlockPools"][0]["spec"]["replicated"]["size"] == size)
-    checked.that(cluster["cephObjectStores"][0]["spec"]["dataPool"]["replicated"]["size"]
-                 == size)
+    pools = [cluster["cephBlockPools"][0]["spec"]["replicated"],
+             cluster["cephObjectStores"][0]["spec"]["dataPool"]["replicated"],
+             cluster["cephObjectStores"][0]["spec"]["metadataPool"]["replicated"]]
+    for pool in pools:
+        checked.that(pool["size"] == size)
+        # Rook refuses a one-copy pool unless it is told so.
+        checked.that(pool["requireSafeReplicaSize"] is (size > 1))
+
+    # RGW: each consumer claims its bucket; Rook writes the keys into the claim's Secret.
+    claims = {item.inputs["metadata"]["namespace"]: item for item in
+              run.by_type("kubernetes:objectbucket.io/v1alpha1:ObjectBucketClaim")}
+    checked.that(sorted(claims) == ["edge-mlflow", "edge-pipelines"])
+    mlflow = claims["edge-mlflow"]
+    checked.that(mlflow.inputs["metadata"]["name"] == "object-store-s3")
+    checked.that(mlflow.inputs["spec"] == {"bucketName": "mlflow",
+                                           "storageClassName": "object-store-bucket"})
+    checked.that(run.by_name("storage-bucket-class").urn in mlflow.dependencies)
+    bucket_class = run.by_name("storage-bucket-class").inputs
+    checked.that(bucket_class["provisioner"] == "edge-storage.ceph.rook.io/bucket")
+    checked.that("object_store_secret_key" not in run.output_names)
 
 
 @pytest.mark.parametrize(("nodes", "replication", "volumes"), [(1, "000", 1), (3, "001", 3)])
@@ -143,6 +161,8 @@ def test_seaweedfs_is_sized_by_the_node_count(program_runs: Runs, checked: Check
     checked.that(store["master"]["defaultReplication"] == replication)
     checked.that(store["volume"]["replicas"] == volumes)
     checked.that(store["filer"]["s3"]["enableAuth"] is True)
+    checked.that(store["filer"]["s3"]["createBuckets"] == [{"name": "mlflow"},
+                                                           {"name": "pipelines"}])
 
 
 def test_mlflow_keeps_runs_in_postgresql_and_artifacts_in_s3(default_run: ProgramRun,
