@@ -474,3 +474,19 @@ def test_nfs_provisioner_gets_the_server_of_its_class(program_runs: Runs,
     nfs = values(program_runs(make_config(storage_kinds)), "storage-nfs")
     checked.that(nfs["nfs"] == {"server": "10.20.0.5", "path": "/srv/nfs"})
     checked.that(nfs["storageClass"]["create"] is False)
+
+
+def test_the_fleet_api_is_published_on_the_blueprints_superlink_port(
+        program_runs: Runs, checked: Checked) -> None:
+    def port(layer: dict[str, Any]) -> None:
+        layer["options"]["flower"] = {"superlink_port": 443}
+
+    run = program_runs(make_config(port))
+    ports = {item["name"]: item for item in
+             run.by_name("flower-superlink-service").inputs["spec"]["ports"]}
+    checked.that(ports["fleet"]["port"] == 443 and ports["fleet"]["targetPort"] == 9092)
+    checked.that(ports["control"]["port"] == 9093)
+    checked.that(run.outputs["flower_superlink_address"] == "flower.edge1.example.net:443")
+    args = run.by_name("flower-supernode-gpu").inputs["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    checked.that("--superlink=superlink.edge-flower.svc.cluster.local:443" in args)
