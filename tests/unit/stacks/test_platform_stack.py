@@ -490,3 +490,39 @@ def test_the_fleet_api_is_published_on_the_blueprints_superlink_port(
     args = run.by_name("flower-supernode-gpu").inputs["spec"]["template"]["spec"][
         "containers"][0]["args"]
     checked.that("--superlink=superlink.edge-flower.svc.cluster.local:443" in args)
+
+
+def test_the_oidc_clients_trust_the_site_ca_that_signed_the_bundled_dex(
+        default_run: ProgramRun, program_runs: Runs, checked: Checked) -> None:
+    # oauth2-proxy, JupyterHub and Grafana call login.<domain> from inside the cluster.
+    trust = {item.inputs["metadata"]["namespace"]: item for item in
+             default_run.by_type("kubernetes:cert-manager.io/v1:Certificate")
+             if item.inputs["metadata"]["name"] == "site-ca-trust"}
+    checked.that(sorted(trust) == ["edge-access", "edge-monitoring", "edge-notebooks"])
+    for namespace, release in (("edge-access", "access-oauth2-proxy"),
+                               ("edge-notebooks", "notebooks-jupyterhub"),
+                               ("edge-monitoring", "monitoring-prometheus")):
+        checked.that(trust[namespace].inputs["spec"]["issuerRef"]["name"] == "site-ca")
+        checked.that(trust[namespace].urn in default_run.by_name(release).dependencies,
+                     release)
+    proxy = values(default_run, "access-oauth2-proxy")
+    checked.that(proxy["extraArgs"]["provider-ca-file"] == "/etc/site-ca/ca.crt")
+    checked.that(proxy["extraVolumes"][0]["secret"]["secretName"] == "site-ca-trust")
+    hub = values(default_run, "notebooks-jupyterhub")["hub"]
+    checked.that(hub["config"]["GenericOAuthenticator"]["http_request_kwargs"]
+                 == {"ca_certs": "/etc/site-ca/ca.crt"})
+    checked.that(hub["extraVolumeMounts"][0]["mountPath"] == "/etc/site-ca")
+    grafana = values(default_run, "monitoring-prometheus")["grafana"]
+    checked.that(grafana["grafana.ini"]["auth.generic_oauth"]["tls_client_ca"]
+                 == "/etc/site-ca/ca.crt")
+    checked.that(grafana["extraSecretMounts"][0]["secretName"] == "site-ca-trust")
+
+    # A site's own provider is not signed by the generated site CA: nothing is pinned.
+    def external(layer: dict[str, Any]) -> None:
+        layer["options"]["access"] = {"sso": "external"}
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "sso": {"issuer_url": "https://login.example.net", "client_id": "edge1"}}
+    run = program_runs(make_config(external, site=site))
+    checked.that("provider-ca-file" not in values(run, "access-oauth2-proxy")["extraArgs"])
+    checked.that(not [item for item in run.resources if item.name.endswith("site-ca-trust")])
