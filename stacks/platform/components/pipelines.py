@@ -17,6 +17,7 @@ from stacks.platform.common import (
 from stacks.platform.components.storage import BUCKETS, S3_SECRET, Storage
 
 NAMESPACE = "edge-pipelines"
+KUBEFLOW_NAMESPACE = "kubeflow"
 WORKFLOW_ACCOUNT = "argo-workflow"
 # The image of validate's one-step workflow (options.images), when the blueprint pins one.
 CHECK_IMAGE = "pipeline_check"
@@ -72,8 +73,13 @@ class Pipelines(pulumi.ComponentResource):
             # the manifest with the site's registry; verify on a connected cluster.
             base = platform.config.charts["kubeflow-pipelines"].repository_url
             version = platform.config.charts["kubeflow-pipelines"].version
-            k8s.yaml.v2.ConfigFile(
+            kubeflow = k8s.yaml.v2.ConfigFile(
                 f"{name}-kubeflow", file=f"{base}/{version}/kfp-platform-agnostic.yaml",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[s3]))
+            # Its UI, behind the login as every endpoint; the manifest installs into its own
+            # namespace `kubeflow`, which gets no quota or policy of ours.
+            protected_ingress(platform, "kubeflow-pipelines", KUBEFLOW_NAMESPACE,
+                              platform.host("pipelines"), "ml-pipeline-ui", 80, self,
+                              [kubeflow])
         platform.outputs["pipelines_url"] = f"https://{platform.host('pipelines')}"
         self.register_outputs({"namespace": space.name})

@@ -298,6 +298,10 @@ def test_pipelines_argo_by_default_and_kubeflow_as_option(program_runs: Runs,
     run = program_runs(make_config(kubeflow))
     checked.that(not any(r.inputs["chart"] == "argo-workflows" for r in releases(run)))
     checked.that(len(run.by_type("kubernetes:yaml/v2:ConfigFile")) == 1)
+    ui = run.by_name("kubeflow-pipelines").inputs
+    checked.that(ui["spec"]["rules"][0]["host"] == "pipelines.edge1.example.net")
+    checked.that("oauth2-proxy" in ui["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/auth-url"])
 
 
 def test_serving_is_kserve_raw_mode_after_its_crds_and_cert_manager(
