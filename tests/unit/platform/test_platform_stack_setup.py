@@ -33,6 +33,10 @@ class RecordedStack:
     def set_all_config(self, config: dict[str, auto.ConfigValue]) -> None:
         self.config = config
 
+    def preview(self, on_event: Any, color: str) -> Any:
+        # Typed as OpType keys; the engine's JSON gives plain strings. Both read the same.
+        return SimpleNamespace(change_summary={auto.OpType.CREATE: 93, "same": 2})
+
     def up(self, on_event: Any, color: str) -> Any:
         step = SimpleNamespace(metadata=SimpleNamespace(
             op="create", type="kubernetes:core/v1:Namespace",
@@ -121,3 +125,17 @@ def test_deploy_shows_each_resource_step_as_progress(
 
     assert printed.getvalue() == (
         "  platform: create kubernetes:core/v1:Namespace gpu-space-ns\n")
+
+
+def test_plan_with_the_cli_previews_the_same_stack(tmp_path: Path,
+                                                  recorded: dict[str, Any]) -> None:
+    import io
+
+    ready = platform_deploy.PlatformReady(config=_config(), pulumi=Path("/usr/bin/pulumi"),
+                                          kubeconfig=tmp_path / "kubeconfig")
+    changes = platform_deploy.preview_platform(ready, StateDir(tmp_path),
+                                               Console(file=io.StringIO()))
+
+    assert changes == {"create": 93, "same": 2}
+    assert recorded["stack_name"] == "edge1"
+    assert recorded["stack"].config["platform"].secret is True
