@@ -49,6 +49,7 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
                "platform section (domain, load_balancer_addresses); see docs/platform.md")
         raise BadInput(msg)
     options = PlatformOptions.model_validate(layer.options)
+    check_storage_layer(loaded, options)
 
     # Chart sources through the artifact catalogue: upstream or the site's mirror.
     urls = {repo.name: repo.url for repo in resolve_repositories(loaded.site, ["platform"])}
@@ -88,6 +89,27 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
                    "the chart's version")
             raise BadInput(msg)
     return config
+
+
+def check_storage_layer(loaded: LoadedSite, options: PlatformOptions) -> None:
+    """The platform's storage classes are of kinds the storage layer prepared nodes for.
+
+    Longhorn needs open-iscsi on the nodes, Rook-Ceph lvm2 and its raw devices, NFS the
+    server the storage layer runs: a class of any other kind would provision nothing.
+    """
+    if not any(ly.name == "storage" for ly in loaded.blueprint.layers):
+        return
+    from blueprint.inventory import role_variables
+
+    prepared = [str(kind) for kind in role_variables(loaded).get("storage_classes") or []]
+    for item in options.storage.classes:
+        if item.kind not in prepared:
+            msg = (f"blueprint {loaded.blueprint.name}: layer platform: storage class "
+                   f"{item.name} is of kind {item.kind}, which the storage layer does not "
+                   f"prepare nodes for (storage_classes: {', '.join(prepared) or 'none'}); "
+                   f"add {item.kind} there (the blueprint's storage layer or the site's "
+                   "overrides) or drop the class")
+            raise BadInput(msg)
 
 
 def offline_chart_sources(loaded: LoadedSite, options: PlatformOptions,

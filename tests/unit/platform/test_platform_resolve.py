@@ -111,3 +111,41 @@ def test_an_offline_site_takes_every_chart_from_its_own_copy(tmp_path: Path) -> 
 
     assert {chart.repository_url.rsplit("/", 1)[0] for chart in config.charts.values()
             if chart.chart != "kubeflow-pipelines"} == {"http://10.20.0.2:3150/charts"}
+
+
+def _ceph_blueprint(site_dir: Path) -> None:
+    """ai-edge with a Rook-Ceph class in the platform, as a file beside the site."""
+    text = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    old = "          - {name: local-path, kind: local-path, default: true}\n"
+    assert old in text
+    text = text.replace(old, old + "          - {name: ceph-block, kind: rook-ceph}\n", 1)
+    charts = ("      charts:\n"
+              "        rook-ceph: {chart: rook-ceph, repository: rook-release,\n"
+              "                    images: {operator: docker.io/rook/ceph:v1.17.2}}\n"
+              "        rook-ceph-cluster: {chart: rook-ceph-cluster, repository: rook-release,\n"
+              "                            images: {ceph: quay.io/ceph/ceph:v19.2.2}}\n")
+    text = text.replace("      charts:\n", charts, 1)
+    text = text.replace("    versions:\n      gpu-operator:",
+                        "    versions:\n      rook-ceph: v1.17.2\n"
+                        "      rook-ceph-cluster: v1.17.2\n      gpu-operator:", 1)
+    (site_dir / "ceph.yaml").write_text(text)
+
+
+def test_a_storage_class_needs_nodes_the_storage_layer_prepared(tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, ("blueprint: ai-edge ", "blueprint: ceph.yaml "))
+    _ceph_blueprint(site_dir)
+
+    with pytest.raises(BadInput, match=r"storage class ceph-block is of kind rook-ceph, which "
+                                       r"the storage layer does not prepare nodes for "
+                                       r"\(storage_classes: local-path\)"):
+        platform_config(load_site(site_dir))
+
+    # The site adds rook-ceph to what its nodes are prepared for: the class resolves.
+    text = (site_dir / "site.yaml").read_text()
+    (site_dir / "site.yaml").write_text(text.replace(
+        "overrides:                          # role variables, checked against "
+        "meta/argument_specs.yml\n",
+        "overrides:\n  storage_classes: [local-path, rook-ceph]\n"
+        "  storage_ceph_devices: {edge-store-1: [/dev/sdb]}\n", 1))
+    config = platform_config(load_site(site_dir))
+    assert [item.kind for item in config.options.storage.classes] == ["local-path", "rook-ceph"]
