@@ -114,6 +114,14 @@ class StorageClassOption(StrictModel):
 
     _label = field_validator("name")(_dns_label)
 
+    @model_validator(mode="after")
+    def _nfs_server(self) -> StorageClassOption:
+        # The provisioner chart has no default server; without one it mounts nothing.
+        if self.kind == "nfs" and not self.nfs_server:
+            msg = f"storage class {self.name}: kind nfs needs nfs_server (the export's host)"
+            raise ValueError(msg)
+        return self
+
 
 class StorageOptions(StrictModel):
     classes: list[StorageClassOption] = Field(min_length=1)
@@ -460,6 +468,10 @@ class PlatformNode(StrictModel):
     address: str | None = Field(default=None, description="the node's address in the site")
 
 
+# Images the GPU operator runs only when it installs driver and toolkit itself.
+OPERATOR_DRIVER_IMAGES = ("driver", "toolkit")
+
+
 class PlatformConfig(StrictModel):
     """The one config value of the platform stack, made by the product from site+blueprint."""
 
@@ -477,6 +489,12 @@ class PlatformConfig(StrictModel):
     @property
     def registry(self) -> RegistryOptions:
         return self.settings.registry or self.options.registry
+
+    @property
+    def operator_driver(self) -> bool:
+        """The GPU operator installs driver and toolkit (the host's gpu layer does not)."""
+        driver = self.options.gpu.driver
+        return driver == "operator" or (driver == "auto" and not self.host_gpu_driver)
 
     def nodes_with(self, *roles: str) -> list[str]:
         return [node.name for node in self.nodes if set(roles) & set(node.roles)]

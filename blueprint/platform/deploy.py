@@ -158,8 +158,7 @@ def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> 
     except auto.CommandError as exc:
         raise _failure("up", ready.config.site, exc) from None
     ready.outputs = sorted(result.outputs)
-    ready.changes = {str(op): count for op, count in
-                     (result.summary.resource_changes or {}).items()}
+    ready.changes = _op_counts(result.summary.resource_changes)
 
     # What the AI checks read: the stack's endpoints and credentials, 0600 in the state folder.
     ready.endpoints = write_endpoints(state.root, result.outputs, ready.kubeconfig)
@@ -184,4 +183,10 @@ def preview_platform(ready: PlatformReady, state: StateDir, console: Console) ->
         result = stack.preview(on_event=_progress(console), color="never")
     except auto.CommandError as exc:
         raise _failure("preview", ready.config.site, exc) from None
-    return {str(op): count for op, count in (result.change_summary or {}).items()}
+    return _op_counts(result.change_summary)
+
+
+def _op_counts(changes: Any) -> dict[str, int]:
+    """Counts per operation ("create": 3). The engine's JSON gives plain strings, though the
+    SDK types them as OpType, whose str() would read "OpType.CREATE"."""
+    return {str(getattr(op, "value", op)): count for op, count in (changes or {}).items()}

@@ -12,6 +12,7 @@ from blueprint.errors import BadInput
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer
 from blueprint.platform.config import (
+    OPERATOR_DRIVER_IMAGES,
     PlatformConfig,
     PlatformNode,
     PlatformOptions,
@@ -48,9 +49,12 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
                "platform section (domain, load_balancer_addresses); see docs/platform.md")
         raise BadInput(msg)
     options = PlatformOptions.model_validate(layer.options)
+    check_storage_layer(loaded, options)
 
     # Chart sources through the artifact catalogue: upstream or the site's mirror.
     urls = {repo.name: repo.url for repo in resolve_repositories(loaded.site, ["platform"])}
+    if loaded.site.artifacts.mode == "offline":
+        urls.update(offline_chart_sources(loaded, options, layer.versions))
     charts = {key: ResolvedChart(chart=chart.chart, repository_url=urls[chart.repository],
                                  version=layer.versions[key], images=chart.images)
               for key, chart in options.charts.items()}
@@ -61,7 +65,7 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
 
     gpu_layer = next((ly for ly in loaded.blueprint.layers if ly.name == "gpu"), None)
     registry = settings.registry or options.registry
-    return PlatformConfig(
+    config = PlatformConfig(
         site=loaded.site.name,
         kubernetes_version=kubernetes_version(loaded),
         host_gpu_driver=gpu_layer is not None and "gpu_driver" in gpu_layer.roles,
@@ -72,6 +76,61 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
                for node in loaded.site.nodes],
         registry_auth=registry_auth_json(registry.override, secrets or {}),
     )
+
+    # The operator's own driver and toolkit run from images the blueprint must pin.
+    if config.options.components.gpu and config.operator_driver:
+        pinned = config.charts["gpu-operator"].images
+        missing = [role for role in OPERATOR_DRIVER_IMAGES if role not in pinned]
+        if missing:
+            msg = (f"blueprint {loaded.blueprint.name}: layer platform: the GPU operator "
+                   "installs the driver here (gpu.driver "
+                   f"'{config.options.gpu.driver}', no gpu_driver role in the gpu layer) but "
+                   f"charts.gpu-operator.images has no {', '.join(missing)}; pin them for "
+                   "the chart's version")
+            raise BadInput(msg)
+    return config
+
+
+def check_storage_layer(loaded: LoadedSite, options: PlatformOptions) -> None:
+    """The platform's storage classes are of kinds the storage layer prepared nodes for.
+
+    Longhorn needs open-iscsi on the nodes, Rook-Ceph lvm2 and its raw devices, NFS the
+    server the storage layer runs: a class of any other kind would provision nothing.
+    """
+    if not any(ly.name == "storage" for ly in loaded.blueprint.layers):
+        return
+    from blueprint.inventory import role_variables
+
+    prepared = [str(kind) for kind in role_variables(loaded).get("storage_classes") or []]
+    for item in options.storage.classes:
+        if item.kind not in prepared:
+            msg = (f"blueprint {loaded.blueprint.name}: layer platform: storage class "
+                   f"{item.name} is of kind {item.kind}, which the storage layer does not "
+                   f"prepare nodes for (storage_classes: {', '.join(prepared) or 'none'}); "
+                   f"add {item.kind} there (the blueprint's storage layer or the site's "
+                   "overrides) or drop the class")
+            raise BadInput(msg)
+
+
+def offline_chart_sources(loaded: LoadedSite, options: PlatformOptions,
+                          versions: dict[str, str]) -> dict[str, str]:
+    """An offline site's own copy of each chart repository the platform uses.
+
+    The machine that runs Pulumi fetches the charts, and an offline site has no upstream
+    to fall back on; the offline bundle carries no Helm charts yet, so the site must name
+    where it serves each one (artifacts.repositories) rather than fail mid-deploy.
+    """
+    wanted = {chart.repository for chart in options.charts.values()}
+    if "kubeflow-pipelines" in versions and options.pipelines.engine == "kubeflow-pipelines":
+        wanted.add("kubeflow-pipelines")
+    own = loaded.site.artifacts.repositories
+    missing = sorted(name for name in wanted if name not in own)
+    if missing:
+        msg = (f"{loaded.site_file}: artifacts: mode 'offline': the offline bundle carries no "
+               "Helm charts yet, so the platform layer needs the site's own copy of each chart "
+               f"repository under artifacts.repositories; missing: {', '.join(missing)}")
+        raise BadInput(msg)
+    return {name: own[name].url for name in sorted(wanted)}
 
 
 def registry_auth_json(override: str | None, secrets: dict[str, Any]) -> str | None:

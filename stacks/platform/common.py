@@ -157,7 +157,9 @@ OPEN_PORTS: dict[str, tuple[int, ...]] = {
     "storage": (9443,),
     "monitoring": (10250,),
 }
-GPU_COMPONENTS = ("notebooks", "serving", "flower", "pipelines")
+# Namespaces whose pods ask for GPUs. The GPU operator's own namespace is one: its device
+# plugin validator starts a pod that takes one GPU on each node it checks.
+GPU_COMPONENTS = ("gpu", "notebooks", "serving", "flower", "pipelines")
 
 
 def default_quota(platform: Platform, component: str) -> Quota:
@@ -291,6 +293,42 @@ def api_ingress(
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[*platform.issuer_ready,
                                                                *depends_on]),
     )
+
+
+# Where pods that log users in through the bundled Dex find the site CA's certificate.
+SITE_CA_TRUST = "site-ca-trust"
+SITE_CA_DIR = "/etc/site-ca"
+SITE_CA_FILE = f"{SITE_CA_DIR}/ca.crt"
+
+
+def trusts_site_ca(platform: Platform) -> bool:
+    """The login provider's certificate is the site CA's (the bundled Dex at login.<domain>):
+    the OIDC clients' calls to it from inside the cluster must trust that CA."""
+    return platform.config.options.access.sso == "dex"
+
+
+def site_ca_trust(platform: Platform, name: str, namespace: str,
+                  parent: pulumi.Resource) -> pulumi.Resource:
+    """The Secret `site-ca-trust` in `namespace`, whose ca.crt is the site CA's certificate.
+
+    cert-manager writes the issuing CA's certificate into every certificate's Secret; this
+    certificate exists for that alone (its own key is never used).
+    """
+    return k8s.apiextensions.CustomResource(
+        name, api_version="cert-manager.io/v1", kind="Certificate",
+        metadata={"name": SITE_CA_TRUST, "namespace": namespace},
+        spec={"secretName": SITE_CA_TRUST, "commonName": f"site CA trust in {namespace}",
+              "duration": "87600h", "issuerRef": {"name": "site-ca", "kind": "ClusterIssuer"}},
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(platform.issuer_ready)))
+
+
+def site_ca_volume() -> dict[str, Any]:
+    return {"name": "site-ca", "secret": {"secretName": SITE_CA_TRUST,
+                                          "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+
+
+def site_ca_mount() -> dict[str, Any]:
+    return {"name": "site-ca", "mountPath": SITE_CA_DIR, "readOnly": True}
 
 
 def to_json(value: Any) -> str:

@@ -36,12 +36,20 @@ def build_platform(config: PlatformConfig) -> Platform:
     # Storage and access first: the others wait for their storage classes and CA issuer.
     storage = Storage("storage", platform) if on.storage else None
     access = Access("access", platform) if on.access else None
-    if on.gpu:
-        GpuOperator("gpu", platform)
-
     issuer = access.issuer_url if access else ""
     secrets: dict[str, Any] = {client: secret.result for client, secret in
                                (access.client_secrets.items() if access else [])}
+
+    # Monitoring before the GPU operator: the operator creates the DCGM exporter's
+    # ServiceMonitor, whose CRD comes with kube-prometheus-stack.
+    monitoring = None
+    if on.monitoring:
+        monitoring = Monitoring("monitoring", platform, issuer, secrets["grafana"])
+    if on.gpu:
+        GpuOperator("gpu", platform, [monitoring.release] if monitoring else [])
+        if monitoring is not None:
+            platform.outputs["prometheus_exporter_job"] = DCGM_JOB
+
     if on.notebooks:
         Notebooks("notebooks", platform, issuer, secrets["jupyterhub"])
     if on.mlflow and storage is not None:
@@ -52,10 +60,6 @@ def build_platform(config: PlatformConfig) -> Platform:
         Serving("serving", platform)
     if on.flower and config.settings.flower.role != "none":
         Flower("flower", platform)
-    if on.monitoring:
-        Monitoring("monitoring", platform, issuer, secrets["grafana"])
-        if on.gpu:
-            platform.outputs["prometheus_exporter_job"] = DCGM_JOB
 
     # The validation reaches the APIs without a login of their own through the API server.
     proxied = [service for service in validation_services(config)

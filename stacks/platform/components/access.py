@@ -10,10 +10,15 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from stacks.platform.common import (
+    SITE_CA_FILE,
     ComponentNamespace,
     Platform,
     registry_image_tag,
     repository_tag,
+    site_ca_mount,
+    site_ca_trust,
+    site_ca_volume,
+    trusts_site_ca,
     type_token,
 )
 
@@ -195,6 +200,12 @@ class Access(pulumi.ComponentResource):
         cookie = random.RandomPassword(f"{name}-cookie-secret", length=32, special=False,
                                        opts=pulumi.ResourceOptions(parent=self))
         groups = platform.config.options.access.sso_groups
+        trust: dict[str, Any] = {}
+        waits: list[pulumi.Resource] = [self.ingress, self.site_ca]
+        if trusts_site_ca(platform):
+            waits.append(site_ca_trust(platform, f"{name}-site-ca-trust", ns, self))
+            trust = {"extraVolumes": [site_ca_volume()],
+                     "extraVolumeMounts": [site_ca_mount()]}
         client_id = "oauth2-proxy"
         if platform.config.options.access.sso == "external" and platform.config.settings.sso:
             client_id = platform.config.settings.sso.client_id
@@ -211,7 +222,9 @@ class Access(pulumi.ComponentResource):
                 "email-domain": "*", "set-xauthrequest": "true",
                 "reverse-proxy": "true",
                 **({"allowed-group": ",".join(groups)} if groups else {}),
+                **({"provider-ca-file": SITE_CA_FILE} if trust else {}),
             },
+            **trust,
             "ingress": {"enabled": True,
                         "className": platform.config.options.access.ingress_class,
                         "annotations": {"cert-manager.io/cluster-issuer": "site-ca"},
@@ -219,4 +232,4 @@ class Access(pulumi.ComponentResource):
                         "hosts": [platform.host("auth")],
                         "tls": [{"hosts": [platform.host("auth")],
                                  "secretName": "oauth2-proxy-tls"}]},
-        }, self, [self.ingress, self.site_ca])
+        }, self, waits)

@@ -65,9 +65,16 @@ def superlink_service(platform: Platform) -> dict[str, Any]:
         # TODO: verify with MetalLB's L2 mode on a cluster (it announces from the pod's node).
         "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
                  "selector": {"app.kubernetes.io/name": "flower-superlink"},
-                 "ports": [{"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
+                 "ports": [{"name": name, "port": service_port(platform, name),
+                            "targetPort": port, "protocol": "TCP"}
                            for name, port in PORTS.items()]},
     }
+
+
+def service_port(platform: Platform, name: str) -> int:
+    """The Service's port: the Fleet API's is the blueprint's `flower.superlink_port` (the
+    port SuperNodes of every site dial); the pod listens on Flower's own ports."""
+    return platform.config.options.flower.superlink_port if name == "fleet" else PORTS[name]
 
 
 def superlink_address(platform: Platform) -> str:
@@ -75,7 +82,7 @@ def superlink_address(platform: Platform) -> str:
     flower = platform.config.settings.flower
     if flower.role == "member" and flower.superlink_address:
         return flower.superlink_address
-    return f"superlink.{NAMESPACE}.svc.cluster.local:{FLEET_PORT}"
+    return f"superlink.{NAMESPACE}.svc.cluster.local:{service_port(platform, 'fleet')}"
 
 
 def supernode_daemonset(platform: Platform, kind: str, nodes: list[str]) -> dict[str, Any]:
@@ -189,7 +196,8 @@ class Flower(pulumi.ComponentResource):
                                        "ports": [{"port": CONTROL_PORT, "protocol": "TCP"}]}]},
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[space]))
             waits.append(link)
-            platform.outputs["flower_superlink_address"] = f"{host}:{FLEET_PORT}"
+            platform.outputs["flower_superlink_address"] = (
+                f"{host}:{service_port(platform, 'fleet')}")
             # What the validation's Flower checks use: `flwr` speaks to the Control API,
             # whose certificate the site CA issued; every SuperNode of this site takes part.
             platform.outputs["flower_control_address"] = f"{host}:{CONTROL_PORT}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -28,17 +29,23 @@ def gpu_operator_values(platform: Platform) -> dict[str, Any]:
     options = platform.config.options.gpu
     # The host's gpu layer installs driver and toolkit; the operator's own driver pod would
     # otherwise fetch kernel headers from the internet at every start.
-    host = options.driver == "host" or (options.driver == "auto"
-                                        and platform.config.host_gpu_driver)
+    host = not platform.config.operator_driver
 
     def image(role: str) -> dict[str, str]:
         return repository_image_version(platform.image("gpu-operator", role))
 
+    # Driver and toolkit images are set whenever pinned, so that a switch to the operator's
+    # own driver never pulls them from upstream past a registry override.
+    pinned = platform.config.charts["gpu-operator"].images
+
+    def optional(role: str) -> dict[str, str]:
+        return image(role) if role in pinned else {}
+
     values: dict[str, Any] = {
         "operator": {**image("operator"), "imagePullSecrets": platform.pull_secrets()},
         "validator": image("validator"),
-        "driver": {"enabled": not host},
-        "toolkit": {"enabled": not host},
+        "driver": {**optional("driver"), "enabled": not host},
+        "toolkit": {**optional("toolkit"), "enabled": not host},
         "devicePlugin": image("device_plugin"),
         "gfd": image("device_plugin"),
         "dcgmExporter": {**image("dcgm_exporter"), "enabled": True,
@@ -75,12 +82,15 @@ class GpuOperator(pulumi.ComponentResource):
     """The GPU operator release, with its sharing config when the blueprint asks for one."""
 
     def __init__(self, name: str, platform: Platform,
+                 after: Sequence[pulumi.Resource] = (),
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        """`after`: what the operator's own custom resources need first (the monitoring
+        release, which brings the ServiceMonitor CRD the DCGM exporter's monitor uses)."""
         super().__init__(type_token("GpuOperator"), name, None, opts)
         space = ComponentNamespace(f"{name}-space", platform, "gpu",
                                    pulumi.ResourceOptions(parent=self))
         options = platform.config.options.gpu
-        waits: list[pulumi.Resource] = [space]
+        waits: list[pulumi.Resource] = [space, *after]
         if options.sharing == "time-slicing":
             waits.append(k8s.core.v1.ConfigMap(
                 f"{name}-sharing",

@@ -14,7 +14,7 @@ from stacks.platform.common import (
     repository_tag,
     type_token,
 )
-from stacks.platform.components.storage import S3_SECRET, Storage
+from stacks.platform.components.storage import BUCKETS, S3_SECRET, Storage
 
 DATABASE = "mlflow"
 CLUSTER = "mlflow-db"
@@ -35,7 +35,7 @@ def mlflow_values(platform: Platform, s3_endpoint: str) -> dict[str, Any]:
         },
         "artifactRoot": {
             "proxiedArtifactStorage": True,
-            "s3": {"enabled": True, "bucket": "mlflow", "path": "artifacts",
+            "s3": {"enabled": True, "bucket": BUCKETS["mlflow"], "path": "artifacts",
                    "existingSecret": {"name": S3_SECRET,
                                       "keyOfAccessKeyId": "AWS_ACCESS_KEY_ID",
                                       "keyOfSecretAccessKey": "AWS_SECRET_ACCESS_KEY"}},
@@ -73,7 +73,7 @@ class Mlflow(pulumi.ComponentResource):
             # The operator's CRDs and the storage classes exist before the cluster is made.
             opts=pulumi.ResourceOptions(parent=self,
                                         depends_on=[operator, *platform.storage_ready]))
-        s3 = storage.s3_secret(f"{name}-s3", space.name, self, [space])
+        s3 = storage.s3_secret(f"{name}-s3", space.name, BUCKETS["mlflow"], self, [space])
         self.release = platform.release(f"{name}-server", "mlflow", space.name,
                                         mlflow_values(platform, storage.endpoint), self,
                                         [database, s3])

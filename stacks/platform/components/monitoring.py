@@ -9,11 +9,16 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from stacks.platform.common import (
+    SITE_CA_DIR,
+    SITE_CA_FILE,
+    SITE_CA_TRUST,
     ComponentNamespace,
     Platform,
     protected_ingress,
     registry_repository_tag,
+    site_ca_trust,
     to_json,
+    trusts_site_ca,
     type_token,
 )
 
@@ -46,6 +51,8 @@ def prometheus_values(platform: Platform, issuer: str, client_secret: Any,
     def image(role: str) -> dict[str, str]:
         return registry_repository_tag(platform.image("kube-prometheus-stack", role))
 
+    # Grafana calls the login provider's token and userinfo URLs itself.
+    trust = trusts_site_ca(platform)
     storage = {"volumeClaimTemplate": {"spec": {
         "storageClassName": platform.default_storage_class, "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": f"{options.storage_gib}Gi"}}}}}
@@ -71,6 +78,9 @@ def prometheus_values(platform: Platform, issuer: str, client_secret: Any,
                             platform.default_storage_class},
             "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
                                        "searchNamespace": "ALL"}},
+            **({"extraSecretMounts": [{"name": "site-ca", "secretName": SITE_CA_TRUST,
+                                       "mountPath": SITE_CA_DIR, "readOnly": True}]}
+               if trust else {}),
             "grafana.ini": {
                 "server": {"root_url": f"https://{platform.host('grafana')}"},
                 "auth": {"disable_login_form": True},
@@ -79,7 +89,8 @@ def prometheus_values(platform: Platform, issuer: str, client_secret: Any,
                     "client_id": "grafana", "client_secret": client_secret,
                     "scopes": "openid email profile groups",
                     "auth_url": f"{issuer}/auth", "token_url": f"{issuer}/token",
-                    "api_url": f"{issuer}/userinfo"},
+                    "api_url": f"{issuer}/userinfo",
+                    **({"tls_client_ca": SITE_CA_FILE} if trust else {})},
             },
         },
     }
@@ -94,10 +105,12 @@ class Monitoring(pulumi.ComponentResource):
         admin = random.RandomPassword(f"{name}-grafana-admin", length=24, special=False,
                                       opts=pulumi.ResourceOptions(parent=self))
         platform.outputs["grafana_admin_password"] = pulumi.Output.secret(admin.result)
+        waits: list[pulumi.Resource] = [space, *platform.storage_ready]
+        if trusts_site_ca(platform):
+            waits.append(site_ca_trust(platform, f"{name}-site-ca-trust", space.name, self))
         self.release = platform.release(
             f"{name}-prometheus", "kube-prometheus-stack", space.name,
-            prometheus_values(platform, issuer, client_secret, admin.result), self,
-            [space, *platform.storage_ready])
+            prometheus_values(platform, issuer, client_secret, admin.result), self, waits)
         if platform.config.options.monitoring.gpu_dashboards:
             k8s.core.v1.ConfigMap(
                 f"{name}-gpu-dashboard",

@@ -10,12 +10,17 @@ import pulumi_random as random
 from blueprint.platform.config import NotebookImage
 from stacks.platform.common import (
     GPU,
+    SITE_CA_FILE,
     ComponentNamespace,
     Platform,
     api_ingress,
     name_tag,
     override_registry,
     protected_ingress,
+    site_ca_mount,
+    site_ca_trust,
+    site_ca_volume,
+    trusts_site_ca,
     type_token,
 )
 
@@ -68,7 +73,13 @@ def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any,
     # Real-time collaboration: JupyterLab's flag; the catalog's images must carry
     # jupyter-collaboration (TODO: verify per image on a connected machine).
     spawner_args = ["--LabApp.collaborative=True"] if options.collaboration else []
-    return {
+    # The hub calls the login provider's token and userinfo URLs itself.
+    # TODO: confirm on a cluster that OAuthenticator passes ca_certs to its HTTP client.
+    trust = trusts_site_ca(platform)
+    oauth_trust = {"http_request_kwargs": {"ca_certs": SITE_CA_FILE}} if trust else {}
+    mounts = {"extraVolumes": [site_ca_volume()],
+              "extraVolumeMounts": [site_ca_mount()]} if trust else {}
+    values: dict[str, Any] = {
         "imagePullSecrets": platform.pull_secrets(),
         "hub": {
             "image": image("hub"),
@@ -80,11 +91,12 @@ def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any,
                     "authorize_url": f"{issuer}/auth", "token_url": f"{issuer}/token",
                     "userdata_url": f"{issuer}/userinfo",
                     "scope": ["openid", "email", "profile", "groups"],
-                    "username_claim": "email", "allow_all": True,
+                    "username_claim": "email", "allow_all": True, **oauth_trust,
                 },
                 "KubeSpawner": {"args": spawner_args},
             },
             "db": {"pvc": {"storageClassName": storage_class}},
+            **mounts,
             # The profile checks start one named server per catalog profile.
             "allowNamedServers": True,
             "services": {VALIDATE_SERVICE: {"name": VALIDATE_SERVICE,
@@ -111,6 +123,7 @@ def jupyterhub_values(platform: Platform, issuer: str, client_secret: Any,
                        "userPlaceholder": {"image": image("pause")}},
         "ingress": {"enabled": False},
     }
+    return values
 
 
 class Notebooks(pulumi.ComponentResource):
@@ -124,8 +137,11 @@ class Notebooks(pulumi.ComponentResource):
         token = random.RandomPassword(f"{name}-validate-token", length=48, special=False,
                                       opts=pulumi.ResourceOptions(parent=self))
         values = jupyterhub_values(platform, issuer, client_secret, token.result)
+        waits: list[pulumi.Resource] = [space, *platform.storage_ready]
+        if trusts_site_ca(platform):
+            waits.append(site_ca_trust(platform, f"{name}-site-ca-trust", space.name, self))
         self.release = platform.release(f"{name}-jupyterhub", "jupyterhub", space.name, values,
-                                        self, [space, *platform.storage_ready])
+                                        self, waits)
         host = platform.host("hub")
         protected_ingress(platform, "jupyterhub", space.name, host, "proxy-public", 80, self,
                           [self.release])

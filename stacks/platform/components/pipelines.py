@@ -14,9 +14,10 @@ from stacks.platform.common import (
     registry_repository_tag,
     type_token,
 )
-from stacks.platform.components.storage import S3_SECRET, Storage
+from stacks.platform.components.storage import BUCKETS, S3_SECRET, Storage
 
 NAMESPACE = "edge-pipelines"
+KUBEFLOW_NAMESPACE = "kubeflow"
 WORKFLOW_ACCOUNT = "argo-workflow"
 # The image of validate's one-step workflow (options.images), when the blueprint pins one.
 CHECK_IMAGE = "pipeline_check"
@@ -41,7 +42,7 @@ def argo_values(platform: Platform, s3_endpoint: str) -> dict[str, Any]:
         "workflow": {"serviceAccount": {"create": True, "name": WORKFLOW_ACCOUNT},
                      "rbac": {"create": True}},
         "artifactRepository": {"s3": {
-            "bucket": "pipelines", "endpoint": s3_endpoint.removeprefix("http://"),
+            "bucket": BUCKETS["pipelines"], "endpoint": s3_endpoint.removeprefix("http://"),
             "insecure": True,
             "accessKeySecret": {"name": S3_SECRET, "key": "AWS_ACCESS_KEY_ID"},
             "secretKeySecret": {"name": S3_SECRET, "key": "AWS_SECRET_ACCESS_KEY"}}},
@@ -55,7 +56,7 @@ class Pipelines(pulumi.ComponentResource):
         super().__init__(type_token("Pipelines"), name, None, opts)
         space = ComponentNamespace(f"{name}-space", platform, "pipelines",
                                    pulumi.ResourceOptions(parent=self))
-        s3 = storage.s3_secret(f"{name}-s3", space.name, self, [space])
+        s3 = storage.s3_secret(f"{name}-s3", space.name, BUCKETS["pipelines"], self, [space])
         if platform.config.options.pipelines.engine == "argo-workflows":
             release = platform.release(f"{name}-argo", "argo-workflows", space.name,
                                        argo_values(platform, storage.endpoint), self, [s3])
@@ -72,8 +73,13 @@ class Pipelines(pulumi.ComponentResource):
             # the manifest with the site's registry; verify on a connected cluster.
             base = platform.config.charts["kubeflow-pipelines"].repository_url
             version = platform.config.charts["kubeflow-pipelines"].version
-            k8s.yaml.v2.ConfigFile(
+            kubeflow = k8s.yaml.v2.ConfigFile(
                 f"{name}-kubeflow", file=f"{base}/{version}/kfp-platform-agnostic.yaml",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[s3]))
+            # Its UI, behind the login as every endpoint; the manifest installs into its own
+            # namespace `kubeflow`, which gets no quota or policy of ours.
+            protected_ingress(platform, "kubeflow-pipelines", KUBEFLOW_NAMESPACE,
+                              platform.host("pipelines"), "ml-pipeline-ui", 80, self,
+                              [kubeflow])
         platform.outputs["pipelines_url"] = f"https://{platform.host('pipelines')}"
         self.register_outputs({"namespace": space.name})

@@ -24,6 +24,10 @@ PROVISIONERS = {
     "rook-ceph": "edge-storage.rbd.csi.ceph.com",
 }
 S3_SECRET = "object-store-s3"
+# The buckets the platform writes to, made with the object store: S3 clients create none.
+BUCKETS = {"mlflow": "mlflow", "pipelines": "pipelines"}
+# Ceph RGW: buckets and their keys come from ObjectBucketClaims of this class.
+BUCKET_CLASS = "object-store-bucket"
 
 
 def ceph_sizing(nodes: int) -> dict[str, int]:
@@ -110,29 +114,49 @@ class Storage(pulumi.ComponentResource):
         ]
         platform.storage_ready.extend(self.classes)
 
-        # The S3 object store and its generated keys, shared with the components that use it.
-        self.access_key = random.RandomPassword(f"{name}-s3-access-key", length=20,
-                                                special=False,
-                                                opts=pulumi.ResourceOptions(parent=self))
-        self.secret_key = random.RandomPassword(f"{name}-s3-secret-key", length=40,
-                                                special=False,
-                                                opts=pulumi.ResourceOptions(parent=self))
-        if options.object_store == "seaweedfs":
+        # The S3 object store. SeaweedFS takes keys generated here, shared with the
+        # components that use it; Ceph RGW makes a user and keys per bucket claim.
+        self.kind = options.object_store
+        if self.kind == "seaweedfs":
+            self.access_key = random.RandomPassword(f"{name}-s3-access-key", length=20,
+                                                    special=False,
+                                                    opts=pulumi.ResourceOptions(parent=self))
+            self.secret_key = random.RandomPassword(f"{name}-s3-secret-key", length=40,
+                                                    special=False,
+                                                    opts=pulumi.ResourceOptions(parent=self))
             self.endpoint = "http://object-store-s3.edge-storage.svc.cluster.local:8333"
             self._seaweedfs(name, platform, space, nodes)
+            platform.outputs["object_store_access_key"] = pulumi.Output.secret(
+                self.access_key.result)
+            platform.outputs["object_store_secret_key"] = pulumi.Output.secret(
+                self.secret_key.result)
         else:
             self.endpoint = "http://rook-ceph-rgw-objects.edge-storage.svc.cluster.local"
+            self.bucket_class = k8s.storage.v1.StorageClass(
+                f"{name}-bucket-class", metadata={"name": BUCKET_CLASS},
+                provisioner="edge-storage.ceph.rook.io/bucket", reclaim_policy="Retain",
+                parameters={"objectStoreName": "objects",
+                            "objectStoreNamespace": "edge-storage"},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=provisioners))
         platform.outputs["object_store_endpoint"] = self.endpoint
-        platform.outputs["object_store_access_key"] = pulumi.Output.secret(
-            self.access_key.result)
-        platform.outputs["object_store_secret_key"] = pulumi.Output.secret(
-            self.secret_key.result)
         self.register_outputs({"classes": [item.name for item in options.classes],
                                "object_store": self.endpoint})
 
-    def s3_secret(self, name: str, namespace: str, parent: pulumi.Resource,
-                  depends_on: list[pulumi.Resource]) -> k8s.core.v1.Secret:
-        """The object store's keys as a Secret in a consumer's namespace."""
+    def s3_secret(self, name: str, namespace: str, bucket: str, parent: pulumi.Resource,
+                  depends_on: list[pulumi.Resource]) -> pulumi.Resource:
+        """The object store's keys as the Secret `object-store-s3` in a consumer's namespace.
+
+        SeaweedFS: the generated keys, written here. Ceph RGW: an ObjectBucketClaim of the
+        bucket, for which Rook makes a user and writes its keys into a Secret of the claim's
+        name with the same two keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+        """
+        if self.kind == "ceph-rgw":
+            return k8s.apiextensions.CustomResource(
+                name, api_version="objectbucket.io/v1alpha1", kind="ObjectBucketClaim",
+                metadata={"name": S3_SECRET, "namespace": namespace},
+                spec={"bucketName": bucket, "storageClassName": BUCKET_CLASS},
+                opts=pulumi.ResourceOptions(parent=parent,
+                                            depends_on=[*depends_on, self.bucket_class]))
         return k8s.core.v1.Secret(
             name,
             metadata={"name": S3_SECRET, "namespace": namespace},
@@ -152,6 +176,8 @@ class Storage(pulumi.ComponentResource):
              "csi": {"clusterName": "edge-storage"}},
             self, [space])
         rgw = platform.config.options.storage.object_store == "ceph-rgw"
+        # Rook refuses a pool of one copy unless told that it is meant.
+        replicated = {"size": size["replicas"], "requireSafeReplicaSize": size["replicas"] > 1}
         cluster = platform.release(
             f"{name}-ceph-cluster", "rook-ceph-cluster", space.name,
             {"operatorNamespace": space.name,
@@ -162,13 +188,12 @@ class Storage(pulumi.ComponentResource):
                  "storage": {"useAllNodes": True, "useAllDevices": False}},
              "cephBlockPools": [{"name": "replicapool", "spec": {
                  "failureDomain": "host",
-                 "replicated": {"size": size["replicas"],
-                                "requireSafeReplicaSize": size["replicas"] > 1}},
+                 "replicated": replicated},
                  "storageClass": {"enabled": False}}],
              "cephFileSystems": [],
              "cephObjectStores": [{"name": "objects", "spec": {
-                 "metadataPool": {"replicated": {"size": size["replicas"]}},
-                 "dataPool": {"replicated": {"size": size["replicas"]}},
+                 "metadataPool": {"replicated": replicated},
+                 "dataPool": {"replicated": replicated},
                  "gateway": {"port": 80, "instances": 1}},
                  "storageClass": {"enabled": False}}] if rgw else []},
             self, [operator])  # the operator's CRDs before the cluster's custom resources
@@ -205,7 +230,10 @@ class Storage(pulumi.ComponentResource):
                  "name": "data", "type": "persistentVolumeClaim",
                  "size": f"{platform.config.options.storage.object_store_size_gib}Gi",
                  "storageClass": platform.default_storage_class, "maxVolumes": 0}]},
-             "filer": {"replicas": 1, "s3": {"enabled": True, "enableAuth": True,
-                                             "existingConfigSecret": "object-store-s3-config"}},
+             "filer": {"replicas": 1, "s3": {
+                 "enabled": True, "enableAuth": True,
+                 "existingConfigSecret": "object-store-s3-config",
+                 # The chart's post-install hook creates them.
+                 "createBuckets": [{"name": bucket} for bucket in sorted(BUCKETS.values())]}},
              "s3": {"enabled": False}},
             self, [s3_config, *self.classes])

@@ -36,6 +36,12 @@ def test_the_ai_edge_platform_layer_loads() -> None:
      "image 'scipy-notebook' is not a pinned reference"),
     ("serving: {deployment_mode: RawDeployment}", "serving: {deployment_mode: Serverless}",
      "deployment_mode 'Serverless' needs Knative"),
+    ("          - {name: local-path, kind: local-path, default: true}",
+     "          - {name: local-path, kind: local-path, default: true}\n"
+     "          - {name: shared, kind: nfs}",
+     "storage class shared: kind nfs needs nfs_server"),
+    ("            frameworks: [tensorflow, tensorboard]", "            frameworks: [scipy]",
+     "the catalog has no image with tensorflow"),
 ])
 def test_bad_platform_options_name_file_line_and_field(tmp_path: Path, old: str, new: str,
                                                        message: str) -> None:

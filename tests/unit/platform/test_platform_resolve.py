@@ -11,7 +11,7 @@ import pytest
 from blueprint.artifacts import load_catalogue
 from blueprint.errors import BadInput
 from blueprint.loader import load_site
-from blueprint.paths import PROJECT_ROOT
+from blueprint.paths import BUILTIN_BLUEPRINTS_DIR, PROJECT_ROOT
 from blueprint.platform.resolve import platform_config
 
 
@@ -68,3 +68,84 @@ def test_a_member_site_must_name_the_hub(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"site.yaml:\d+: platform.flower: .*a member site needs "
                                        r"superlink_address"):
         load_site(_site(tmp_path, edit))
+
+
+def test_the_operators_own_driver_needs_its_images_pinned(tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, ("blueprint: ai-edge ", "blueprint: operator-driver.yaml "))
+    text = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    for old, new in (("driver: auto ", "driver: operator "),
+                     ("            driver: nvcr.io/nvidia/driver:570.124.06\n", "")):
+        assert old in text
+        text = text.replace(old, new, 1)
+    (site_dir / "operator-driver.yaml").write_text(text)
+
+    with pytest.raises(BadInput, match=r"the GPU operator installs the driver here \(gpu.driver "
+                                       r"'operator'.*charts.gpu-operator.images has no driver; "
+                                       r"pin them"):
+        platform_config(load_site(site_dir))
+
+
+OFFLINE = ("  mode: mirror ", "  mode: offline ")
+
+
+def test_an_offline_site_must_serve_the_charts_itself(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"site.yaml: artifacts: mode 'offline': the offline "
+                                       r"bundle carries no Helm charts yet.*missing: argo, "
+                                       r"cloudnative-pg, community-charts, dex"):
+        platform_config(load_site(_site(tmp_path, OFFLINE)))
+
+
+def test_an_offline_site_takes_every_chart_from_its_own_copy(tmp_path: Path) -> None:
+    names = sorted({entry.repository for entry in
+                    platform_config(load_site(_site(tmp_path / "a"))).options.charts.values()})
+    served = "".join(f"    {name}: {{url: http://10.20.0.2:3150/charts/{name}}}\n"
+                     for name in names)
+    mirror = ("      endpoints: [https://registry.example.net:5000]\n",
+              "      endpoints: [https://registry.example.net:5000]\n"
+              f"  repositories:\n{served}")
+    site_dir = _site(tmp_path / "b", OFFLINE)
+    text = (site_dir / "site.yaml").read_text()
+    (site_dir / "site.yaml").write_text(text.replace(*mirror, 1))
+
+    config = platform_config(load_site(site_dir))
+
+    assert {chart.repository_url.rsplit("/", 1)[0] for chart in config.charts.values()
+            if chart.chart != "kubeflow-pipelines"} == {"http://10.20.0.2:3150/charts"}
+
+
+def _ceph_blueprint(site_dir: Path) -> None:
+    """ai-edge with a Rook-Ceph class in the platform, as a file beside the site."""
+    text = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    old = "          - {name: local-path, kind: local-path, default: true}\n"
+    assert old in text
+    text = text.replace(old, old + "          - {name: ceph-block, kind: rook-ceph}\n", 1)
+    charts = ("      charts:\n"
+              "        rook-ceph: {chart: rook-ceph, repository: rook-release,\n"
+              "                    images: {operator: docker.io/rook/ceph:v1.17.2}}\n"
+              "        rook-ceph-cluster: {chart: rook-ceph-cluster, repository: rook-release,\n"
+              "                            images: {ceph: quay.io/ceph/ceph:v19.2.2}}\n")
+    text = text.replace("      charts:\n", charts, 1)
+    text = text.replace("    versions:\n      gpu-operator:",
+                        "    versions:\n      rook-ceph: v1.17.2\n"
+                        "      rook-ceph-cluster: v1.17.2\n      gpu-operator:", 1)
+    (site_dir / "ceph.yaml").write_text(text)
+
+
+def test_a_storage_class_needs_nodes_the_storage_layer_prepared(tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, ("blueprint: ai-edge ", "blueprint: ceph.yaml "))
+    _ceph_blueprint(site_dir)
+
+    with pytest.raises(BadInput, match=r"storage class ceph-block is of kind rook-ceph, which "
+                                       r"the storage layer does not prepare nodes for "
+                                       r"\(storage_classes: local-path\)"):
+        platform_config(load_site(site_dir))
+
+    # The site adds rook-ceph to what its nodes are prepared for: the class resolves.
+    text = (site_dir / "site.yaml").read_text()
+    (site_dir / "site.yaml").write_text(text.replace(
+        "overrides:                          # role variables, checked against "
+        "meta/argument_specs.yml\n",
+        "overrides:\n  storage_classes: [local-path, rook-ceph]\n"
+        "  storage_ceph_devices: {edge-store-1: [/dev/sdb]}\n", 1))
+    config = platform_config(load_site(site_dir))
+    assert [item.kind for item in config.options.storage.classes] == ["local-path", "rook-ceph"]

@@ -58,6 +58,31 @@ def make_config(edit: Callable[[dict[str, Any]], None] | None = None,
         "nodes": nodes or NODES, "registry_auth": registry_auth})
 
 
+def storage_kinds(layer: dict[str, Any]) -> None:
+    """nfs, longhorn and rook-ceph classes, Ceph RGW as the object store."""
+    options = layer["options"]
+    options["storage"] = {"classes": [
+        {"name": "local-path", "kind": "local-path"},
+        {"name": "nfs", "kind": "nfs", "nfs_server": "10.20.0.5"},
+        {"name": "longhorn", "kind": "longhorn"},
+        {"name": "ceph-block", "kind": "rook-ceph", "default": True}],
+        "object_store": "ceph-rgw"}
+    options["charts"].update({
+        "nfs-subdir-external-provisioner": {
+            "chart": "nfs-subdir-external-provisioner",
+            "repository": "nfs-subdir-external-provisioner",
+            "images": {"provisioner":
+                       "registry.k8s.io/sig-storage/nfs-subdir-external-provisioner:v4.0.2"}},
+        "longhorn": {"chart": "longhorn", "repository": "longhorn"},
+        "rook-ceph": {"chart": "rook-ceph", "repository": "rook-release",
+                      "images": {"operator": "docker.io/rook/ceph:v1.17.2"}},
+        "rook-ceph-cluster": {"chart": "rook-ceph-cluster", "repository": "rook-release",
+                              "images": {"ceph": "quay.io/ceph/ceph:v19.2.2"}}})
+    layer["versions"].update({"nfs-subdir-external-provisioner": "4.0.18",
+                              "longhorn": "1.8.1", "rook-ceph": "v1.17.2",
+                              "rook-ceph-cluster": "v1.17.2"})
+
+
 @pytest.fixture(scope="session")
 def program_runs() -> Iterator[Callable[[PlatformConfig], ProgramRun]]:
     cache: dict[str, ProgramRun] = {}

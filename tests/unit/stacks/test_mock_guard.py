@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pulumi
-from platform_helpers import Checked
+import pytest
+from conftest import pytest_runtest_setup
+from platform_helpers import Checked, make_config
 
-from blueprint.platform.preview import ProgramRun
+from blueprint.platform.preview import ProgramRun, run_program
 
 
 def test_a_check_in_an_unawaited_output_is_seen_as_no_check() -> None:
@@ -20,3 +22,18 @@ def test_a_check_in_an_unawaited_output_is_seen_as_no_check() -> None:
 def test_the_program_run_registers_resources(default_run: ProgramRun,
                                             checked: Checked) -> None:
     checked.that(len(default_run.resources) > 80)
+
+
+
+def _runs_the_program_and_checks_nothing() -> None:
+    run_program(make_config())
+
+
+def test_a_test_that_runs_the_program_itself_must_count_its_checks() -> None:
+    class Item:
+        nodeid = "test_uncounted"
+        fixturenames = ("tmp_path",)
+        function = staticmethod(_runs_the_program_and_checks_nothing)
+
+    with pytest.raises(pytest.fail.Exception, match="without the `checked` counter"):
+        pytest_runtest_setup(Item())  # type: ignore[arg-type]

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import kubernetes_validate
 import pytest
-from platform_helpers import Checked, make_config, releases, values
+from platform_helpers import Checked, make_config, releases, storage_kinds, values
 
 from blueprint.platform.config import PlatformConfig
 from blueprint.platform.preview import STAND_IN_SECRET, ProgramRun
@@ -60,6 +59,9 @@ def test_gpu_operator_runs_its_own_driver_without_a_host_gpu_layer_and_mig_when_
     config = make_config(mig).model_copy(update={"host_gpu_driver": False})
     gpu = values(program_runs(config), "gpu-operator")
     checked.that(gpu["driver"]["enabled"] is True)
+    # Its driver and toolkit images are the blueprint's pins, not the chart's defaults.
+    checked.that(gpu["driver"]["image"] == "driver" and gpu["driver"]["version"] == "570.124.06")
+    checked.that(gpu["toolkit"]["repository"] == "nvcr.io/nvidia/k8s")
     checked.that(gpu["migManager"]["enabled"] is True)
     checked.that(gpu["mig"]["strategy"] == "mixed")
 
@@ -124,11 +126,29 @@ def test_ceph_is_sized_by_the_storage_node_count(program_runs: Runs, checked: Ch
 
     nodes = [{"name": f"s{index}", "roles": ["worker", "storage"]}
              for index in range(storage_nodes)]
-    cluster = values(program_runs(make_config(ceph, nodes=nodes)), "storage-ceph-cluster")
+    run = program_runs(make_config(ceph, nodes=nodes))
+    cluster = values(run, "storage-ceph-cluster")
     checked.that(cluster["cephClusterSpec"]["mon"]["count"] == mons)
-    checked.that(cluster["cephBlockPools"][0]["spec"]["replicated"]["size"] == size)
-    checked.that(cluster["cephObjectStores"][0]["spec"]["dataPool"]["replicated"]["size"]
-                 == size)
+    pools = [cluster["cephBlockPools"][0]["spec"]["replicated"],
+             cluster["cephObjectStores"][0]["spec"]["dataPool"]["replicated"],
+             cluster["cephObjectStores"][0]["spec"]["metadataPool"]["replicated"]]
+    for pool in pools:
+        checked.that(pool["size"] == size)
+        # Rook refuses a one-copy pool unless it is told so.
+        checked.that(pool["requireSafeReplicaSize"] is (size > 1))
+
+    # RGW: each consumer claims its bucket; Rook writes the keys into the claim's Secret.
+    claims = {item.inputs["metadata"]["namespace"]: item for item in
+              run.by_type("kubernetes:objectbucket.io/v1alpha1:ObjectBucketClaim")}
+    checked.that(sorted(claims) == ["edge-mlflow", "edge-pipelines"])
+    mlflow = claims["edge-mlflow"]
+    checked.that(mlflow.inputs["metadata"]["name"] == "object-store-s3")
+    checked.that(mlflow.inputs["spec"] == {"bucketName": "mlflow",
+                                           "storageClassName": "object-store-bucket"})
+    checked.that(run.by_name("storage-bucket-class").urn in mlflow.dependencies)
+    bucket_class = run.by_name("storage-bucket-class").inputs
+    checked.that(bucket_class["provisioner"] == "edge-storage.ceph.rook.io/bucket")
+    checked.that("object_store_secret_key" not in run.output_names)
 
 
 @pytest.mark.parametrize(("nodes", "replication", "volumes"), [(1, "000", 1), (3, "001", 3)])
@@ -141,6 +161,8 @@ def test_seaweedfs_is_sized_by_the_node_count(program_runs: Runs, checked: Check
     checked.that(store["master"]["defaultReplication"] == replication)
     checked.that(store["volume"]["replicas"] == volumes)
     checked.that(store["filer"]["s3"]["enableAuth"] is True)
+    checked.that(store["filer"]["s3"]["createBuckets"] == [{"name": "mlflow"},
+                                                           {"name": "pipelines"}])
 
 
 def test_mlflow_keeps_runs_in_postgresql_and_artifacts_in_s3(default_run: ProgramRun,
@@ -188,19 +210,23 @@ def _walk_images(tree: Any, path: str = "") -> list[tuple[str, str]]:
 OPERAND_IMAGES = {"postgres"}
 
 
+@pytest.mark.parametrize("storage", ["ai-edge", "nfs, longhorn, rook-ceph"])
 def test_registry_override_reaches_every_image_field_of_every_release_and_object(
-        program_runs: Runs, checked: Checked) -> None:
+        program_runs: Runs, checked: Checked, storage: str) -> None:
     def override(layer: dict[str, Any]) -> None:
+        if storage != "ai-edge":
+            storage_kinds(layer)
         layer["options"]["registry"] = {"override": OVERRIDE, "pull_secret": "site-registry"}
 
-    run = program_runs(make_config(override))
+    config = make_config(override)
+    run = program_runs(config)
     for release in releases(run):
         images = _walk_images(release.inputs.get("values", {}))
         for path, ref in images:
             checked.that(ref.startswith(OVERRIDE + "/"), f"{release.name}{path}: {ref}")
         # Every image pinned for the chart's version is set in its values, overridden.
         pinned = {OVERRIDE + "/" + ref.split("/", 1)[1] for role, ref in
-                  make_config().charts[_chart_key(release.inputs)].images.items()
+                  config.charts[_chart_key(config, release.inputs)].images.items()
                   if role not in OPERAND_IMAGES}
         checked.that(pinned <= {ref for _, ref in images},
                      f"{release.name}: {sorted(pinned - {ref for _, ref in images})}")
@@ -212,14 +238,18 @@ def test_registry_override_reaches_every_image_field_of_every_release_and_object
             checked.that(secrets == [{"name": "site-registry"}], item.name)
     database = run.by_name("mlflow-database").inputs["spec"]
     checked.that(database["imageName"].startswith(OVERRIDE + "/"))
+    if storage != "ai-edge":
+        # Longhorn pins no images here: its chart takes the registry as a whole.
+        longhorn = values(run, "storage-longhorn")["privateRegistry"]
+        checked.that(longhorn == {"registryUrl": OVERRIDE, "registrySecret": "site-registry"})
     hub = values(run, "notebooks-jupyterhub")
     checked.that(hub["imagePullSecrets"] == [{"name": "site-registry"}])
     checked.that(hub["singleuser"]["image"]["pullSecrets"] == ["site-registry"])
 
 
-def _chart_key(inputs: dict[str, Any]) -> str:
+def _chart_key(config: PlatformConfig, inputs: dict[str, Any]) -> str:
     chart = inputs["chart"].rsplit("/", 1)[-1]
-    return next(key for key, item in make_config().charts.items() if item.chart == chart)
+    return next(key for key, item in config.charts.items() if item.chart == chart)
 
 
 def test_every_endpoint_needs_a_login(default_run: ProgramRun, checked: Checked) -> None:
@@ -268,6 +298,10 @@ def test_pipelines_argo_by_default_and_kubeflow_as_option(program_runs: Runs,
     run = program_runs(make_config(kubeflow))
     checked.that(not any(r.inputs["chart"] == "argo-workflows" for r in releases(run)))
     checked.that(len(run.by_type("kubernetes:yaml/v2:ConfigFile")) == 1)
+    ui = run.by_name("kubeflow-pipelines").inputs
+    checked.that(ui["spec"]["rules"][0]["host"] == "pipelines.edge1.example.net")
+    checked.that("oauth2-proxy" in ui["metadata"]["annotations"][
+        "nginx.ingress.kubernetes.io/auth-url"])
 
 
 def test_serving_is_kserve_raw_mode_after_its_crds_and_cert_manager(
@@ -288,7 +322,9 @@ def test_custom_resources_wait_for_their_crds_and_apps_for_storage(
              ("mlflow-database", "storage-class-local-path"),
              ("notebooks-jupyterhub", "storage-class-local-path"),
              ("flower-superlink-cert", "access-site-ca"),
-             ("jupyterhub", "access-site-ca")]
+             ("jupyterhub", "access-site-ca"),
+             # The operator makes the DCGM exporter's ServiceMonitor: its CRD comes first.
+             ("gpu-operator", "monitoring-prometheus")]
     for dependent, dependency in pairs:
         checked.that(default_run.by_name(dependency).urn in
                      default_run.by_name(dependent).dependencies, f"{dependent}->{dependency}")
@@ -309,6 +345,8 @@ def test_each_component_has_its_namespace_quota_and_policy(default_run: ProgramR
               for item in default_run.by_type("kubernetes:core/v1:ResourceQuota")}
     checked.that(quotas["edge-notebooks"]["requests.nvidia.com/gpu"] == "4")
     checked.that(quotas["edge-mlflow"]["requests.nvidia.com/gpu"] == "0")
+    # The operator's device plugin validator takes a GPU on each GPU node it checks.
+    checked.that(quotas["edge-gpu"]["requests.nvidia.com/gpu"] != "0")
     for release in releases(default_run):
         checked.that(release.inputs["namespace"] in expected, release.name)
 
@@ -343,36 +381,6 @@ def test_generated_secrets_are_exported_never_set_in_the_site(default_run: Progr
     checked.that(len(passwords) >= 6)
     oauth = values(default_run, "access-oauth2-proxy")["config"]
     checked.that(oauth["clientSecret"] == STAND_IN_SECRET)
-
-
-# Objects the product writes itself, checked against the Kubernetes OpenAPI schema of the
-# blueprint's version (kubernetes-validate ships the schemas; strict: no unknown fields).
-OWN_KINDS = ("core/v1:Namespace", "core/v1:ResourceQuota", "core/v1:LimitRange",
-             "networking.k8s.io/v1:NetworkPolicy", "networking.k8s.io/v1:Ingress",
-             "apps/v1:Deployment", "apps/v1:DaemonSet", "core/v1:Service",
-             "core/v1:ConfigMap", "core/v1:PersistentVolumeClaim",
-             "storage.k8s.io/v1:StorageClass", "core/v1:Secret")
-
-
-def test_own_objects_match_the_kubernetes_schema_of_the_blueprint(
-        default_run: ProgramRun, checked: Checked) -> None:
-    version = make_config().kubernetes_version
-    for kind in OWN_KINDS:
-        items = default_run.by_type(f"kubernetes:{kind}")
-        checked.that(bool(items), kind)
-        for item in items:
-            body = {key: value for key, value in item.inputs.items()
-                    if key not in ("__defaults",)}
-            kubernetes_validate.validate(body, version, strict=True)
-            checked.that(True)
-
-
-def test_schema_check_catches_a_wrong_object(checked: Checked) -> None:
-    bad = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
-           "spec": {"hardd": {"pods": "1"}}}
-    with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(bad, "1.31", strict=True)
-    checked.that(True)
 
 
 def test_network_policies_let_in_only_the_namespace_shared_services_and_clients(
@@ -421,3 +429,104 @@ def test_endpoints_and_generated_secrets_are_stack_outputs(default_run: ProgramR
 def test_the_image_walker_finds_every_spelling_the_charts_use(tree: dict[str, Any],
                                                               ref: str) -> None:
     assert [found for _, found in _walk_images(tree)] == [ref]
+
+
+def test_external_sso_replaces_dex_and_every_login_names_the_sites_provider(
+        program_runs: Runs, checked: Checked) -> None:
+    def external(layer: dict[str, Any]) -> None:
+        layer["options"]["access"] = {"sso": "external", "sso_groups": ["ml-team"]}
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "sso": {"issuer_url": "https://login.example.net", "client_id": "edge1"}}
+    run = program_runs(make_config(external, site=site))
+    checked.that(not [item for item in releases(run) if item.name == "access-dex"])
+    proxy = values(run, "access-oauth2-proxy")
+    checked.that(proxy["config"]["clientID"] == "edge1")
+    checked.that(proxy["extraArgs"]["oidc-issuer-url"] == "https://login.example.net")
+    checked.that(proxy["extraArgs"]["allowed-group"] == "ml-team")
+    hub = values(run, "notebooks-jupyterhub")["hub"]["config"]["GenericOAuthenticator"]
+    checked.that(hub["token_url"] == "https://login.example.net/token")
+    grafana = values(run, "monitoring-prometheus")["grafana"]["grafana.ini"]
+    checked.that(grafana["auth.generic_oauth"]["auth_url"] == "https://login.example.net/auth")
+    checked.that("sso_admin_password" not in run.output_names)
+
+
+def test_flower_supernodes_on_workers_ask_for_no_gpu_and_control_api_admits_the_site(
+        program_runs: Runs, checked: Checked) -> None:
+    def workers(layer: dict[str, Any]) -> None:
+        layer["options"]["flower"] = {"supernode_roles": ["gpu", "worker"]}
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "flower": {"role": "hub", "control_from": ["10.20.0.0/24"]}}
+    nodes = [{"name": "cp-1", "roles": ["control-plane"]},
+             {"name": "gpu-1", "roles": ["worker", "gpu"]},
+             {"name": "work-1", "roles": ["worker"]}]
+    run = program_runs(make_config(workers, site=site, nodes=nodes))
+    spec = run.by_name("flower-supernode-cpu").inputs["spec"]["template"]["spec"]
+    terms = spec["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    checked.that(terms[0]["matchExpressions"][0]["values"] == ["work-1"])
+    checked.that("nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"])
+    checked.that(run.outputs["flower_supernodes"] == 2)
+    control = run.by_name("flower-control-policy").inputs["spec"]["ingress"][0]
+    checked.that(control["from"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}])
+    checked.that(control["ports"] == [{"port": 9093, "protocol": "TCP"}])
+
+
+def test_nfs_provisioner_gets_the_server_of_its_class(program_runs: Runs,
+                                                      checked: Checked) -> None:
+    nfs = values(program_runs(make_config(storage_kinds)), "storage-nfs")
+    checked.that(nfs["nfs"] == {"server": "10.20.0.5", "path": "/srv/nfs"})
+    checked.that(nfs["storageClass"]["create"] is False)
+
+
+def test_the_fleet_api_is_published_on_the_blueprints_superlink_port(
+        program_runs: Runs, checked: Checked) -> None:
+    def port(layer: dict[str, Any]) -> None:
+        layer["options"]["flower"] = {"superlink_port": 443}
+
+    run = program_runs(make_config(port))
+    ports = {item["name"]: item for item in
+             run.by_name("flower-superlink-service").inputs["spec"]["ports"]}
+    checked.that(ports["fleet"]["port"] == 443 and ports["fleet"]["targetPort"] == 9092)
+    checked.that(ports["control"]["port"] == 9093)
+    checked.that(run.outputs["flower_superlink_address"] == "flower.edge1.example.net:443")
+    args = run.by_name("flower-supernode-gpu").inputs["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    checked.that("--superlink=superlink.edge-flower.svc.cluster.local:443" in args)
+
+
+def test_the_oidc_clients_trust_the_site_ca_that_signed_the_bundled_dex(
+        default_run: ProgramRun, program_runs: Runs, checked: Checked) -> None:
+    # oauth2-proxy, JupyterHub and Grafana call login.<domain> from inside the cluster.
+    trust = {item.inputs["metadata"]["namespace"]: item for item in
+             default_run.by_type("kubernetes:cert-manager.io/v1:Certificate")
+             if item.inputs["metadata"]["name"] == "site-ca-trust"}
+    checked.that(sorted(trust) == ["edge-access", "edge-monitoring", "edge-notebooks"])
+    for namespace, release in (("edge-access", "access-oauth2-proxy"),
+                               ("edge-notebooks", "notebooks-jupyterhub"),
+                               ("edge-monitoring", "monitoring-prometheus")):
+        checked.that(trust[namespace].inputs["spec"]["issuerRef"]["name"] == "site-ca")
+        checked.that(trust[namespace].urn in default_run.by_name(release).dependencies,
+                     release)
+    proxy = values(default_run, "access-oauth2-proxy")
+    checked.that(proxy["extraArgs"]["provider-ca-file"] == "/etc/site-ca/ca.crt")
+    checked.that(proxy["extraVolumes"][0]["secret"]["secretName"] == "site-ca-trust")
+    hub = values(default_run, "notebooks-jupyterhub")["hub"]
+    checked.that(hub["config"]["GenericOAuthenticator"]["http_request_kwargs"]
+                 == {"ca_certs": "/etc/site-ca/ca.crt"})
+    checked.that(hub["extraVolumeMounts"][0]["mountPath"] == "/etc/site-ca")
+    grafana = values(default_run, "monitoring-prometheus")["grafana"]
+    checked.that(grafana["grafana.ini"]["auth.generic_oauth"]["tls_client_ca"]
+                 == "/etc/site-ca/ca.crt")
+    checked.that(grafana["extraSecretMounts"][0]["secretName"] == "site-ca-trust")
+
+    # A site's own provider is not signed by the generated site CA: nothing is pinned.
+    def external(layer: dict[str, Any]) -> None:
+        layer["options"]["access"] = {"sso": "external"}
+
+    site = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200/29"],
+            "sso": {"issuer_url": "https://login.example.net", "client_id": "edge1"}}
+    run = program_runs(make_config(external, site=site))
+    checked.that("provider-ca-file" not in values(run, "access-oauth2-proxy")["extraArgs"])
+    checked.that(not [item for item in run.resources if item.name.endswith("site-ca-trust")])
