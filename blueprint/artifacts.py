@@ -76,9 +76,16 @@ class CatalogueBinary(StrictModel):
         return value
 
 
+class CatalogueRegistry(StrictModel):
+    """Where a container registry's v2 API answers, when not at https://<its name>."""
+
+    url: str = Field(pattern=r"^https?://")
+
+
 class Catalogue(StrictModel):
     repositories: dict[str, CatalogueRepository] = Field(default_factory=dict)
     binaries: dict[str, CatalogueBinary] = Field(default_factory=dict)
+    registries: dict[str, CatalogueRegistry] = Field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -100,7 +107,7 @@ def _load_catalogue(override: str | None) -> Catalogue:
         except OSError as exc:
             msg = f"{CATALOGUE_OVERRIDE_ENV}={override}: cannot read: {exc.strerror}"
             raise BadInput(msg) from exc
-        for section in ("repositories", "binaries"):
+        for section in ("repositories", "binaries", "registries"):
             data.setdefault(section, {}).update(extra.get(section) or {})
     try:
         return Catalogue.model_validate(data)
