@@ -127,17 +127,24 @@ class ResolvedRepository:
     layer: str
     url: str
     key: str
-    source: Literal["upstream", "site mirror"]
+    source: Literal["upstream", "site mirror", "offline bundle"]
 
 
 def resolve_repositories(site: Site, layers: Collection[str]) -> list[ResolvedRepository]:
-    """The repositories of the given layers as this site will fetch them."""
+    """The repositories of the given layers as this site will fetch them.
+
+    An offline site's Helm charts come from the Helm repository `blueprint mirror serve`
+    makes of each catalogue repository's locked charts, `<apt_proxy>/helm/<name>`.
+    """
     resolved = []
     for name, entry in sorted(load_catalogue().repositories.items()):
         if entry.layer not in layers:
             continue
         mirror = site.artifacts.repositories.get(name)
-        if site.artifacts.mode == "mirror" and mirror is not None:
+        if site.artifacts.mode == "offline" and entry.kind == "helm" and site.artifacts.apt_proxy:
+            url = f"{site.artifacts.apt_proxy.rstrip('/')}/helm/{name}"
+            resolved.append(ResolvedRepository(name, entry.layer, url, "", "offline bundle"))
+        elif site.artifacts.mode == "mirror" and mirror is not None:
             resolved.append(ResolvedRepository(name, entry.layer, mirror.url,
                                                mirror.key or entry.key, "site mirror"))
         else:
