@@ -256,6 +256,29 @@ def _image_present(registry: str | None, item: LockItem) -> str | None:
     return None
 
 
+def _unmirrored_registries(loaded: LoadedSite, lock: Lock) -> list[str]:
+    """Registries of locked images the nodes would still pull from upstream: neither a
+    registry mirror (artifacts.registry_mirrors) nor the platform's registry override."""
+    from blueprint.platform.config import PlatformOptions
+    from blueprint.platform.resolve import platform_layer
+
+    layer = platform_layer(loaded)
+    override = loaded.site.platform.registry if loaded.site.platform else None
+    if override is None and layer is not None:
+        override = PlatformOptions.model_validate(layer.options).registry
+    if override is not None and override.override:
+        return []
+    mirrored = {mirror.registry for mirror in loaded.site.artifacts.registry_mirrors}
+    images: dict[str, list[str]] = {}
+    for item in lock.items:
+        if item.kind == "image":
+            images.setdefault(item.name.split("/", 1)[0], []).append(item.name)
+    return [f"registry {registry} ({len(names)} image(s), e.g. {names[0]}): no entry in "
+            "artifacts.registry_mirrors names the site mirror's registry for it, and "
+            "platform.registry.override is unset; the nodes would pull it upstream"
+            for registry, names in sorted(images.items()) if registry not in mirrored]
+
+
 def check_offline_mirror(loaded: LoadedSite, lock: Lock) -> None:
     """Every item of the lock is on the site's mirror, checksum as locked; else one list."""
     base = (loaded.site.artifacts.apt_proxy or "").rstrip("/")
@@ -284,6 +307,7 @@ def check_offline_mirror(loaded: LoadedSite, lock: Lock) -> None:
         else:
             present.append(item)
     registry = _registry_url(base) if any(it.kind == "image" for it in present) else None
+    problems += _unmirrored_registries(loaded, lock)
     indexes: dict[str, bytes | str] = {}
     for repository in sorted({it.repository or "" for it in present if it.kind == "chart"}):
         indexes[repository] = _fetch(f"{base}/helm/{repository}/index.yaml")

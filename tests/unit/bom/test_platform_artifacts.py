@@ -324,8 +324,15 @@ def test_bundle_and_mirror_serve_charts_and_images(tmp_path: Path, upstreams: Up
             urllib.request.build_opener(urllib.request.ProxyHandler({})).open(push, timeout=10)
 
         # The offline preflight proves charts (index and archive) and images (registry).
-        offline = platform_site(tmp_path / "site", artifacts={"mode": "offline",
-                                                               "apt_proxy": state.url})
+        # Nodes must pull the images through the mirror's registry, not upstream.
+        unmirrored = platform_site(tmp_path / "site", artifacts={"mode": "offline",
+                                                                  "apt_proxy": state.url})
+        with pytest.raises(EnvironmentMissing, match=rf"registry {REGISTRY} \(2 image\(s\)"
+                                                     r".*no entry in artifacts.registry_mirrors"):
+            check_offline_mirror(unmirrored, lock)
+        offline = platform_site(tmp_path / "site", artifacts={
+            "mode": "offline", "apt_proxy": state.url,
+            "registry_mirrors": {REGISTRY: f"http://127.0.0.1:{state.registry_port}"}})
         check_offline_mirror(offline, lock)
         (folder / "root" / "files" / app.path).unlink()
         tag = (folder / "registry" / "docker" / "registry" / "v2" / "repositories" /
