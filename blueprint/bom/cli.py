@@ -145,15 +145,20 @@ folder_option = click.option(
 def mirror_serve(bundle_file: Path, pubkey: Path, listen: str, registry_port: int,
                  folder: Path) -> None:
     """Verify BUNDLE, then serve it in the background (stop with `mirror stop`): apt, files,
-    Helm repositories at /helm/<repository>, and its images from a registry."""
-    from blueprint.bom.mirror import serve
+    Helm repositories at /helm/<repository>, and its images from a registry. An update bundle
+    is applied onto the mirror served from --folder (its base must be the served lock)."""
+    from blueprint.bom.mirror import is_update_bundle, serve
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         msg = f"--listen {listen}: expected HOST:PORT, e.g. 10.20.0.2:3150"
         raise BadInput(msg)
     folder.mkdir(parents=True, exist_ok=True)
+    update = is_update_bundle(bundle_file)
     state = serve(bundle_file, pubkey, folder, host, int(port), registry_port=registry_port)
+    if update:
+        CONSOLE.print(f"mirror: applied update bundle {bundle_file} onto {folder}",
+                      highlight=False)
     CONSOLE.print(f"mirror: serving {bundle_file} on {state.url} (PID {state.pid}); nodes use "
                   f"it as artifacts.apt_proxy with artifacts.mode offline", highlight=False)
     if state.registry_pid is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from blueprint.bom.bundle import extract_bundle, remove_tree
+from blueprint.bom.bundle import MANIFEST, BundleRefused, extract_bundle, remove_tree
 from blueprint.bom.charts import index_lists, mirror_indexes
 from blueprint.bom.lock import LOCK_NAME, Lock, LockItem, load_lock
 from blueprint.bom.oci import MANIFEST_ACCEPT, parse_reference, registry_storage
@@ -76,7 +78,13 @@ def _alive(pid: int, marker: bytes = b"blueprint.bom.serve") -> bool:
 def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
           registry_port: int = REGISTRY_PORT) -> MirrorState:
     """Verify and unpack `bundle` into `folder`, then start its HTTP server (apt, files, Helm
-    repositories) and, when the bundle holds images, a registry; state by PID."""
+    repositories) and, when the bundle holds images, a registry; state by PID.
+
+    An update bundle is applied onto the mirror served from `folder` (see `apply_update`).
+    """
+    if is_update_bundle(bundle):
+        return apply_update(bundle, public_key, folder, host, port,
+                            registry_port=registry_port)
     running = load_mirror_state(folder)
     if running is not None and _alive(running.pid):
         msg = (f"a mirror already runs from {folder} (PID {running.pid}, {running.url}); "
@@ -84,14 +92,94 @@ def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
         raise BadInput(msg)
     root = folder / "root"
     remove_tree(root)
-    manifest = extract_bundle(bundle, root, public_key)
-    if manifest.get("since_lock_sha256"):
-        msg = f"{bundle}: an update bundle carries only changes; serve a full bundle"
+    extract_bundle(bundle, root, public_key)
+    return _start_mirror(folder, str(bundle), host, port, registry_port)
+
+
+def is_update_bundle(bundle: Path) -> bool:
+    """Whether the bundle says it is an update; only routes it: both paths verify it."""
+    try:
+        with tarfile.open(bundle, "r") as archive:
+            member = archive.extractfile(MANIFEST)
+            manifest = json.loads(member.read()) if member is not None else {}
+    except (tarfile.TarError, OSError, KeyError, ValueError):
+        return False  # extract_bundle names what is wrong with it
+    return bool(manifest.get("since_lock_sha256"))
+
+
+def apply_update(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
+                 registry_port: int = REGISTRY_PORT) -> MirrorState:
+    """Apply a verified update bundle onto the mirror served from `folder`, then serve the
+    result (a running mirror is restarted at its own address).
+
+    The update's signature and checksums are checked first, then that it was built against
+    the lock the mirror serves, then that every item of its lock is in the update or
+    already on the mirror. Only then are files added: a refused update changes nothing.
+    """
+    root = folder / "root"
+    if not (root / LOCK_NAME).is_file():
+        msg = (f"{bundle}: an update bundle carries only changes; no mirror has been served "
+               f"from {folder}: serve the full bundle first, then the update")
         raise BadInput(msg)
 
+    # The update itself: signature, checksums, nothing unlisted.
+    scratch = folder / "update"
+    remove_tree(scratch)
+    try:
+        update = extract_bundle(bundle, scratch, public_key)
+        served = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+
+        # Its base must be what the mirror serves.
+        base = hashlib.sha256((root / LOCK_NAME).read_bytes()).hexdigest()
+        if update["since_lock_sha256"] != base:
+            msg = (f"{bundle}: refused: built against the lock with sha256 "
+                   f"{update['since_lock_sha256']}, the mirror in {folder} serves {base}")
+            raise BundleRefused(msg)
+
+        # Base and update together must hold every item of the new lock.
+        files = {entry["path"]: entry for entry in served["files"]}
+        files.update({entry["path"]: entry for entry in update["files"]})
+        new_lock = load_lock(scratch / LOCK_NAME)
+        missing = [f"{item.kind} {item.name} {item.version}: files/{item.path}"
+                   for item in new_lock.items
+                   if (files.get(f"files/{item.path}") or {}).get("sha256") != item.sha256]
+        if missing:
+            msg = (f"{bundle}: refused: {len(missing)} item(s) of its lock are neither in it "
+                   "nor on the mirror:\n" + "\n".join(f"  {line}" for line in missing))
+            raise BundleRefused(msg)
+
+        # Apply: the new files, the new lock, a served listing of both bundles' files.
+        running = load_mirror_state(folder)
+        if running is not None and _alive(running.pid):
+            host, port = running.host, running.port
+            registry_port = running.registry_port or registry_port
+        stop(folder)
+        for entry in update["files"]:
+            target = root / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(scratch / entry["path"], target)
+        applied = [*served.get("applied_updates", []),
+                   {"bundle": str(bundle), "lock_sha256": update["lock_sha256"],
+                    "since_lock_sha256": update["since_lock_sha256"]}]
+        listing = {**served, "lock_sha256": update["lock_sha256"],
+                   "files": sorted(files.values(), key=lambda entry: entry["path"]),
+                   "applied_updates": applied}
+        os.replace(scratch / LOCK_NAME, root / LOCK_NAME)
+        (root / MANIFEST).write_text(json.dumps(listing, indent=1), encoding="utf-8")
+    finally:
+        remove_tree(scratch)
+    log.info("applied update bundle %s onto the mirror in %s", bundle, folder)
+    return _start_mirror(folder, str(bundle), host, port, registry_port)
+
+
+def _start_mirror(folder: Path, bundle: str, host: str, port: int,
+                  registry_port: int) -> MirrorState:
+    """Start the HTTP server and, for images, the registry, over the unpacked root."""
+    root = folder / "root"
     lock = load_lock(root / LOCK_NAME)
 
     # Helm repositories: one index per catalogue repository, from the charts' own Chart.yaml.
+    remove_tree(root / HELM_INDEXES)
     charts = [(item.repository or "", item.path, item.sha256, item.version)
               for item in lock.items if item.kind == "chart"]
     for repository, text in mirror_indexes(root, charts, lock.generated).items():
@@ -103,6 +191,7 @@ def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
     images = [(parse_reference(item.reference), item.digest) for item in lock.items
               if item.kind == "image" and item.reference and item.digest]
     registry = None
+    (root / REGISTRY_INFO).unlink(missing_ok=True)
     if images:
         require_tool("docker-registry", "docker-registry")
         storage = folder / "registry"
@@ -115,7 +204,7 @@ def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
 
     proc = _start([sys.executable, "-m", "blueprint.bom.serve", str(root), host, str(port)],
                   folder / "server.log")
-    state = MirrorState(proc.pid, host, port, str(root), str(bundle),
+    state = MirrorState(proc.pid, host, port, str(root), bundle,
                         registry.pid if registry else None,
                         registry_port if registry else None)
     _state_path(folder).write_text(json.dumps(state.__dict__), encoding="utf-8")

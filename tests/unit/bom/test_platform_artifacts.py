@@ -100,7 +100,8 @@ def upstreams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Upstr
         thread.join()
 
 
-def platform_site(folder: Path, oci_chart: bool = False, **extra: object) -> LoadedSite:
+def platform_site(folder: Path, oci_chart: bool = False, own_image: str | None = None,
+                  **extra: object) -> LoadedSite:
     """A site whose blueprint has only a platform layer pinning the stand-in chart/images
     (and, with `oci_chart`, a chart kept in the stand-in registry)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,8 +126,10 @@ def platform_site(folder: Path, oci_chart: bool = False, **extra: object) -> Loa
         "hardware": {"worker": {"min_cpus": 1, "min_memory_gib": 1, "min_disk_gib": 5}},
         "validation": {"suite": "lab"},
     }
+    layer = blueprint["layers"][0]  # type: ignore[index]
+    if own_image:
+        layer["options"]["images"] = {"extra": own_image}
     if oci_chart:
-        layer = blueprint["layers"][0]  # type: ignore[index]
         layer["options"]["charts"]["oci"] = {"chart": "standin-oci", "repository": "standin-oci"}
         layer["versions"]["oci"] = "3.0.0+build.1"
     (folder / "standin-platform.yaml").write_text(yaml.safe_dump(blueprint, sort_keys=False))
@@ -405,5 +408,41 @@ def test_a_chart_kept_in_a_registry_is_locked_bundled_and_served(
         assert (status, entry["digest"]) == (200, chart.sha256)
         status, body, _ = _get(f"{state.url}/helm/standin-oci/{entry['urls'][0]}")
         assert hashlib.sha256(body).hexdigest() == chart.sha256
+    finally:
+        stop(folder)
+
+
+def test_an_update_bundle_adds_an_image_to_the_served_registry(
+        tmp_path: Path, upstreams: Upstreams, keys: KeyPair) -> None:
+    loaded = platform_site(tmp_path / "site")
+    platform_lock(loaded, tmp_path / "cache")
+    kept = tmp_path / "old.lock.yaml"
+    kept.write_text(lock_path(loaded).read_text())
+    full = build_bundle(lock_path(loaded), tmp_path / "full.tar", keys.secret,
+                        tmp_path / "cache")
+    folder = tmp_path / "mirror"
+    state = serve(full.path, keys.public, folder, "127.0.0.1", free_port(),
+                  registry_port=free_port())
+    try:
+        registry = f"http://127.0.0.1:{state.registry_port}"
+        assert _get(f"{registry}/v2/standin/extra/manifests/3.0", MANIFEST_ACCEPT)[0] == 404
+
+        extra_digest, _ = upstreams.registry.push_image("standin/extra", "3.0", b"extra")
+        loaded = platform_site(tmp_path / "site", own_image=f"{REGISTRY}/standin/extra:3.0")
+        lock = platform_lock(loaded, tmp_path / "cache")
+        update = build_bundle(lock_path(loaded), tmp_path / "u.tar", keys.secret,
+                              tmp_path / "cache", since=kept)
+        paths = {entry["path"] for entry in verify_bundle(update.path, keys.public)["files"]}
+        assert len(paths) == 4  # the new image's index, amd64 manifest, config and layer
+
+        applied = serve(update.path, keys.public, folder, "127.0.0.1", free_port())
+        assert applied.registry_port == state.registry_port
+        status, _, headers = _get(f"{registry}/v2/standin/extra/manifests/3.0", MANIFEST_ACCEPT)
+        assert (status, headers.get("Docker-Content-Digest")) == (200, extra_digest)
+        assert _get(f"{registry}/v2/standin/app/manifests/1.0", MANIFEST_ACCEPT)[0] == 200
+        check_offline_mirror(platform_site(tmp_path / "site", own_image=f"{REGISTRY}/standin/"
+                                           "extra:3.0", artifacts={
+            "mode": "offline", "apt_proxy": applied.url,
+            "registry_mirrors": {REGISTRY: registry}}), lock)
     finally:
         stop(folder)
