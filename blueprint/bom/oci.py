@@ -58,7 +58,9 @@ class ImageRef:
 
 def parse_reference(ref: str) -> ImageRef:
     found = REFERENCE.match(ref)
-    if found is None or not (found["tag"] or found["digest"]):
+    segments = found["path"].split("/") if found else []
+    if found is None or not (found["tag"] or found["digest"]) or any(
+            part in ("", ".", "..") for part in segments):
         msg = f"image '{ref}' is not registry/path:tag[@sha256:<64 hex>]"
         raise BadInput(msg)
     return ImageRef(found["registry"], found["path"], found["tag"] or "", found["digest"])
@@ -207,10 +209,19 @@ def _file_digest(path: Path) -> str:
     return f"sha256:{sha256_of(path)}"
 
 
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 def blob_path(blobs: Path, digest: str) -> Path:
-    """Where a blob lies in an OCI layout's blobs folder (blobs/sha256/<hex>)."""
-    algorithm, _, hexdigest = digest.partition(":")
-    return blobs / algorithm / hexdigest
+    """Where a blob lies in an OCI layout's blobs folder (blobs/sha256/<hex>).
+
+    Digests come from manifests, that is from upstream: anything but sha256 and 64 hex
+    digits (another algorithm, or a path) is refused before it names a file.
+    """
+    if not DIGEST.match(digest):
+        msg = f"'{digest[:80]}' is not a sha256 digest (sha256:<64 hex>); refused"
+        raise DeployFailed(msg)
+    return blobs / "sha256" / digest.removeprefix("sha256:")
 
 
 def children(manifest: dict[str, Any], architecture: str) -> list[str]:
@@ -285,7 +296,7 @@ def registry_storage(storage: Path, blobs: Path, images: list[tuple[ImageRef, st
             source = blob_path(blobs, current)
             if not source.is_file():
                 continue
-            algorithm, _, hexdigest = current.partition(":")
+            algorithm, _, hexdigest = current.partition(":")  # checked by blob_path
             data = v2 / "blobs" / algorithm / hexdigest[:2] / hexdigest / "data"
             if not data.is_file():
                 data.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +313,7 @@ def registry_storage(storage: Path, blobs: Path, images: list[tuple[ImageRef, st
         if image.tag:
             tag = repository / "_manifests" / "tags" / image.tag
             _link(tag / "current" / "link", digest)
-            algorithm, _, hexdigest = digest.partition(":")
-            _link(tag / "index" / algorithm / hexdigest / "link", digest)
+            _link(blob_path(tag / "index", digest) / "link", digest)
         done.append(str(image))
     return done
 

@@ -215,6 +215,19 @@ def test_an_image_pinned_by_digest_is_taken_as_is(tmp_path: Path) -> None:
     assert (image.digest, image.version, image.size) == (digest, "1", None)
 
 
+def test_digests_and_paths_from_upstream_cannot_name_other_files(tmp_path: Path) -> None:
+    from blueprint.bom.oci import blob_path
+    from blueprint.errors import BadInput
+
+    digest = "sha256:" + "ef" * 32
+    assert blob_path(tmp_path, digest) == tmp_path / "sha256" / ("ef" * 32)
+    for bad in ("sha256:../../etc/passwd", "sha512:" + "ef" * 64, "ef" * 32):
+        with pytest.raises(DeployFailed, match="is not a sha256 digest"):
+            blob_path(tmp_path, bad)
+    with pytest.raises(BadInput, match="is not registry/path:tag"):
+        parse_reference("registry.example/a/../../b:1")
+
+
 class _TokenRegistry(BaseHTTPRequestHandler):
     """A registry that wants the anonymous bearer token flow (as Docker Hub does)."""
 
