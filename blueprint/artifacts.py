@@ -76,9 +76,16 @@ class CatalogueBinary(StrictModel):
         return value
 
 
+class CatalogueRegistry(StrictModel):
+    """Where a container registry's v2 API answers, when not at https://<its name>."""
+
+    url: str = Field(pattern=r"^https?://")
+
+
 class Catalogue(StrictModel):
     repositories: dict[str, CatalogueRepository] = Field(default_factory=dict)
     binaries: dict[str, CatalogueBinary] = Field(default_factory=dict)
+    registries: dict[str, CatalogueRegistry] = Field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -100,7 +107,7 @@ def _load_catalogue(override: str | None) -> Catalogue:
         except OSError as exc:
             msg = f"{CATALOGUE_OVERRIDE_ENV}={override}: cannot read: {exc.strerror}"
             raise BadInput(msg) from exc
-        for section in ("repositories", "binaries"):
+        for section in ("repositories", "binaries", "registries"):
             data.setdefault(section, {}).update(extra.get(section) or {})
     try:
         return Catalogue.model_validate(data)
@@ -120,17 +127,24 @@ class ResolvedRepository:
     layer: str
     url: str
     key: str
-    source: Literal["upstream", "site mirror"]
+    source: Literal["upstream", "site mirror", "offline bundle"]
 
 
 def resolve_repositories(site: Site, layers: Collection[str]) -> list[ResolvedRepository]:
-    """The repositories of the given layers as this site will fetch them."""
+    """The repositories of the given layers as this site will fetch them.
+
+    An offline site's Helm charts come from the Helm repository `blueprint mirror serve`
+    makes of each catalogue repository's locked charts, `<apt_proxy>/helm/<name>`.
+    """
     resolved = []
     for name, entry in sorted(load_catalogue().repositories.items()):
         if entry.layer not in layers:
             continue
         mirror = site.artifacts.repositories.get(name)
-        if site.artifacts.mode == "mirror" and mirror is not None:
+        if site.artifacts.mode == "offline" and entry.kind == "helm" and site.artifacts.apt_proxy:
+            url = f"{site.artifacts.apt_proxy.rstrip('/')}/helm/{name}"
+            resolved.append(ResolvedRepository(name, entry.layer, url, "", "offline bundle"))
+        elif site.artifacts.mode == "mirror" and mirror is not None:
             resolved.append(ResolvedRepository(name, entry.layer, mirror.url,
                                                mirror.key or entry.key, "site mirror"))
         else:

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from blueprint.bom.fetch import download_all, sha256_of
-from blueprint.bom.lock import LOCK_NAME, Lock, load_lock
+from blueprint.bom.lock import LOCK_NAME, Lock, LockItem, load_lock
 from blueprint.errors import BadInput, DeployFailed
 from blueprint.proc import require_tool
 
@@ -68,11 +68,20 @@ def build_bundle(lock_file: Path, out: Path, secret_key: Path, cache: Path, *,
         items = [item for item in items if (item.path, item.sha256) not in known]
         since_digest = hashlib.sha256(since.read_bytes()).hexdigest()
 
-    # Fetch into the cache, each checked against the lock's sha256.
-    for kind_proxy, wanted in ((proxy, [item for item in items if item.kind != "pypi"]),
-                               (python_proxy, [item for item in items if item.kind == "pypi"])):
+    # Fetch into the cache, each checked against the lock's sha256. Python packages, charts
+    # and images come through `python_proxy` (the operator's --proxy, not an apt proxy).
+    direct = [item for item in items if item.kind not in ("image", "chart")
+              or (item.kind == "chart" and not item.url.startswith("oci://"))]
+    for kind_proxy, wanted in ((proxy, [item for item in direct
+                                        if item.kind not in ("pypi", "chart")]),
+                               (python_proxy, [item for item in direct
+                                               if item.kind in ("pypi", "chart")])):
         download_all([(item.url, cache / item.path, item.sha256) for item in wanted],
                      proxy=kind_proxy)
+    blobs = _fetch_registry_items(lock, items, cache, python_proxy)
+    files = [_entry(cache, item.path, item.sha256, item.kind, item.name, item.version)
+             for item in items] + blobs
+    unique = {entry["path"]: entry for entry in files}
 
     with tempfile.TemporaryDirectory(prefix="bp-bundle-") as tmp:
         work = Path(tmp)
@@ -80,9 +89,7 @@ def build_bundle(lock_file: Path, out: Path, secret_key: Path, cache: Path, *,
             "format": FORMAT, "site": lock.site,
             "lock_sha256": hashlib.sha256(lock_file.read_bytes()).hexdigest(),
             "since_lock_sha256": since_digest,
-            "files": [{"path": f"files/{item.path}", "sha256": item.sha256,
-                       "size": (cache / item.path).stat().st_size, "kind": item.kind,
-                       "name": item.name, "version": item.version} for item in items],
+            "files": list(unique.values()),
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         sign(work / MANIFEST, secret_key)
@@ -92,11 +99,46 @@ def build_bundle(lock_file: Path, out: Path, secret_key: Path, cache: Path, *,
             archive.add(work / MANIFEST, MANIFEST)
             archive.add(work / SIGNATURE, SIGNATURE)
             archive.add(lock_file, LOCK_NAME)
-            for item in items:
-                archive.add(cache / item.path, f"files/{item.path}")
+            for entry in manifest["files"]:
+                archive.add(cache / entry["path"].removeprefix("files/"), entry["path"])
         partial.replace(out)
     size = sum(entry["size"] for entry in manifest["files"])
-    return BuiltBundle(out, len(items), size)
+    return BuiltBundle(out, len(manifest["files"]), size)
+
+
+def _entry(cache: Path, path: str, sha256: str, kind: str, name: str,
+           version: str) -> dict[str, Any]:
+    return {"path": f"files/{path}", "sha256": sha256, "size": (cache / path).stat().st_size,
+            "kind": kind, "name": name, "version": version}
+
+
+def _fetch_registry_items(lock: Lock, items: list[LockItem], cache: Path,
+                          proxy: str | None) -> list[dict[str, Any]]:
+    """Charts kept in OCI registries, and images: every blob of the site's architecture,
+    each checked against its digest. Returns the manifest entries of the extra blobs."""
+    from blueprint.bom import oci
+    from blueprint.bom.charts import ChartPin, resolve_chart
+
+    extra: list[dict[str, Any]] = []
+    for item in items:
+        if item.kind == "chart" and item.url.startswith("oci://"):
+            pin = ChartPin(item.name, item.name, item.version, item.repository or "",
+                           item.repository_url or "")
+            archive = resolve_chart(pin, cache, proxy)
+            if archive.sha256 != item.sha256:
+                msg = (f"chart {item.name} {item.version}: the registry now gives sha256 "
+                       f"{archive.sha256}, the lock has {item.sha256}; re-run `blueprint bom`")
+                raise DeployFailed(msg)
+        if item.kind != "image" or item.reference is None or item.digest is None:
+            continue
+        image = oci.parse_reference(item.reference)
+        blobs = cache / "oci" / "blobs"
+        for digest in oci.fetch_image(image, item.digest, blobs, lock.architecture,
+                                      proxy=proxy)[1:]:
+            path = oci.blob_path(blobs, digest).relative_to(cache).as_posix()
+            extra.append(_entry(cache, path, digest.removeprefix("sha256:"), "image-blob",
+                                item.name, item.version))
+    return extra
 
 
 def sign(path: Path, secret_key: Path) -> None:

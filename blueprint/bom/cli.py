@@ -33,7 +33,7 @@ def download_proxies(loaded: LoadedSite, proxy: str | None) -> tuple[str | None,
               help="Debian security archive URL, as the nodes' apt sources name it.")
 @click.option("--proxy", default=None,
               help="HTTP proxy for the downloads (default: the site's apt_proxy in mirror "
-                   "mode, none otherwise; PyPI only through this option).")
+                   "mode, none otherwise; PyPI, charts and images only through this option).")
 @click.option("--baseline-status", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="dpkg status of the OS install the nodes start from: its "
                                  "packages are not locked (default: none installed).")
@@ -142,19 +142,31 @@ folder_option = click.option(
 @click.argument("bundle_file", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option("--pubkey", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--listen", default="0.0.0.0:3150", show_default=True, help="HOST:PORT")
+@click.option("--registry-port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port of the image registry on the same host (when the bundle has images).")
 @folder_option
-def mirror_serve(bundle_file: Path, pubkey: Path, listen: str, folder: Path) -> None:
-    """Verify BUNDLE, then serve it in the background (stop with `mirror stop`)."""
-    from blueprint.bom.mirror import serve
+def mirror_serve(bundle_file: Path, pubkey: Path, listen: str, registry_port: int,
+                 folder: Path) -> None:
+    """Verify BUNDLE, then serve it in the background (stop with `mirror stop`): apt, files,
+    Helm repositories at /helm/<repository>, and its images from a registry. An update bundle
+    is applied onto the mirror served from --folder (its base must be the served lock)."""
+    from blueprint.bom.mirror import is_update_bundle, serve
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         msg = f"--listen {listen}: expected HOST:PORT, e.g. 10.20.0.2:3150"
         raise BadInput(msg)
     folder.mkdir(parents=True, exist_ok=True)
-    state = serve(bundle_file, pubkey, folder, host, int(port))
+    update = is_update_bundle(bundle_file)
+    state = serve(bundle_file, pubkey, folder, host, int(port), registry_port=registry_port)
+    if update:
+        CONSOLE.print(f"mirror: applied update bundle {bundle_file} onto {folder}",
+                      highlight=False)
     CONSOLE.print(f"mirror: serving {bundle_file} on {state.url} (PID {state.pid}); nodes use "
                   f"it as artifacts.apt_proxy with artifacts.mode offline", highlight=False)
+    if state.registry_pid is not None:
+        CONSOLE.print(f"mirror: images on {host}:{state.registry_port} (docker-registry, PID "
+                      f"{state.registry_pid}, read-only; plain HTTP)", highlight=False)
 
 
 @mirror.command("stop")

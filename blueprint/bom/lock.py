@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from blueprint.artifacts import load_catalogue
 from blueprint.bom import pypi
 from blueprint.bom.apt import DEFAULT_SECURITY, AptRoot, DebianPackage, url_path
+from blueprint.bom.charts import ChartPin, ChartRefused, ChartUnresolved, resolve_chart
 from blueprint.bom.fetch import download_all, fetch_text
 from blueprint.bom.flatrepo import FlatRepository, pinned_keyring, verify_flat_repository
 from blueprint.bom.licences import (
@@ -25,7 +26,7 @@ from blueprint.bom.licences import (
     normalise,
 )
 from blueprint.bom.packages import layer_requests, node_roles_of
-from blueprint.errors import BadInput
+from blueprint.errors import BadInput, DeployFailed
 from blueprint.kube.variables import LAYER, site_binaries
 from blueprint.loader import LoadedSite
 
@@ -41,7 +42,7 @@ class LockItem(BaseModel):
 
     name: str
     version: str
-    kind: Literal["deb", "apt-index", "file", "pypi"]
+    kind: Literal["deb", "apt-index", "file", "pypi", "chart", "image"]
     url: str
     path: str = Field(description="where the item lies in a bundle and on the site mirror")
     size: int | None = None
@@ -52,7 +53,12 @@ class LockItem(BaseModel):
     node_roles: list[str] = Field(default_factory=list)
     source: str | None = Field(default=None, description="Debian source package")
     repository: str | None = Field(default=None, description="the catalogue's third-party apt "
-                                                             "repository; none: Debian's")
+                                                             "or Helm repository; none: Debian's")
+    repository_url: str | None = Field(default=None, description="chart: the catalogue "
+                                                                 "repository's URL")
+    reference: str | None = Field(default=None, description="image: as the blueprint pins it")
+    digest: str | None = Field(default=None, description="image: its manifest's digest, "
+                                                         "sha256:<hex>")
 
 
 class Unresolved(BaseModel):
@@ -92,8 +98,33 @@ def site_inputs(loaded: LoadedSite) -> dict[str, Any]:
     }
     files = {binary.name: f"{binary.version} {binary.upstream_url}"
              for binary in site_binaries(loaded, loaded.site.overrides)}
+    charts, images = platform_pins(loaded)
     return {"blueprint": f"{loaded.blueprint.name} {loaded.blueprint.version}",
-            "apt": requests, "files": files}
+            "apt": requests, "files": files,
+            "platform": {"charts": {pin.key: f"{pin.chart} {pin.version} {pin.repository_url}"
+                                    for pin in charts},
+                         "images": images}}
+
+
+def platform_pins(loaded: LoadedSite) -> tuple[list[ChartPin], list[str]]:
+    """The charts and images the blueprint's platform layer pins: every chart of its options
+    with its version and catalogue repository, and every image (the charts', the product's
+    own objects', the notebook catalog's), once each."""
+    from blueprint.platform.config import PlatformOptions
+    from blueprint.platform.resolve import platform_layer
+
+    layer = platform_layer(loaded)
+    if layer is None:
+        return [], []
+    options = PlatformOptions.model_validate(layer.options)
+    catalogue = load_catalogue().repositories
+    charts = [ChartPin(key, chart.chart, layer.versions[key], chart.repository,
+                       catalogue[chart.repository].url)
+              for key, chart in sorted(options.charts.items())]
+    images = {ref for chart in options.charts.values() for ref in chart.images.values()}
+    images |= set(options.images.values())
+    images |= {item.image for item in options.notebooks.catalog}
+    return charts, sorted(images)
 
 
 def drift(lock: Lock, current: dict[str, Any]) -> list[str]:
@@ -124,6 +155,20 @@ def drift(lock: Lock, current: dict[str, Any]) -> list[str]:
                 if gone:
                     found.append(f"layer {layer}, node role {role}: {what} removed: "
                                  f"{', '.join(gone)}")
+    old_platform: dict[str, Any] = before.get("platform") or {}
+    new_platform: dict[str, Any] = current.get("platform") or {}
+    old_charts = old_platform.get("charts") or {}
+    new_charts = new_platform.get("charts") or {}
+    for key in sorted(set(old_charts) | set(new_charts)):
+        if old_charts.get(key) != new_charts.get(key):
+            found.append(f"chart {key}: the lock has {old_charts.get(key) or '(none)'}, the "
+                         f"blueprint pins {new_charts.get(key) or '(none)'}")
+    old_images = set(old_platform.get("images") or [])
+    new_images = set(new_platform.get("images") or [])
+    if new_images - old_images:
+        found.append(f"images added: {', '.join(sorted(new_images - old_images))}")
+    if old_images - new_images:
+        found.append(f"images removed: {', '.join(sorted(old_images - new_images))}")
     old_files: dict[str, str] = before.get("files", {})
     for name in sorted(set(old_files) | set(current["files"])):
         if old_files.get(name) != current["files"].get(name):
@@ -285,6 +330,20 @@ def build_lock(
             path=url_path(binary.upstream_url), sha256=sha, licence=normalise(binary.licence),
             layer=LAYER)
 
+    # The platform layer's charts and images, each with the digest its repository or
+    # registry gives (an archive that does not match it is refused).
+    charts, images = platform_pins(loaded)
+    chart_items, image_items, platform_unresolved = platform_items(
+        loaded, charts, images, cache_dir / "files", proxy=python_proxy, progress=progress)
+    for item in [*chart_items, *image_items]:
+        items[(item.kind, item.name, item.version)] = item
+    unresolved += platform_unresolved
+    if _kubeflow_manifests(loaded):
+        unresolved.append(Unresolved(
+            name="kubeflow-pipelines manifests", layer="platform",
+            reason="the pipelines engine kubeflow-pipelines applies release manifests, which "
+                   "the lock does not pin yet; argo-workflows is a locked chart"))
+
     # The product's own Python packages, as this installation runs them: what an air-gapped
     # controller installs from the bundle.
     pins = pypi.installed_closure()
@@ -375,3 +434,77 @@ def _add_deb_licences(items: dict[tuple[str, str, str], LockItem],
         licence = licence_of_copyright(text) if text else by_source.get(debs[key].source,
                                                                          NOASSERTION)
         items[key].licence = licence
+
+
+def _kubeflow_manifests(loaded: LoadedSite) -> bool:
+    from blueprint.platform.config import PlatformOptions
+    from blueprint.platform.resolve import platform_layer
+
+    layer = platform_layer(loaded)
+    return layer is not None and (PlatformOptions.model_validate(layer.options)
+                                  .pipelines.engine == "kubeflow-pipelines")
+
+
+def platform_items(
+    loaded: LoadedSite, charts: list[ChartPin], images: list[str], files: Path, *,
+    proxy: str | None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[list[LockItem], list[LockItem], list[Unresolved]]:
+    """Lock items of the pinned charts (archive URL and sha256 from the repository, checked
+    against the downloaded archive) and images (manifest digest from the registry; an image
+    pinned by digest is taken as is)."""
+    from blueprint.bom import oci
+
+    chart_items: list[LockItem] = []
+    unresolved: list[Unresolved] = []
+    for pin in charts:
+        progress(f"locking chart {pin.chart} {pin.version} from {pin.repository_url}")
+        try:
+            archive = resolve_chart(pin, files, proxy)
+        except ChartRefused:
+            raise
+        except (ChartUnresolved, DeployFailed) as exc:
+            # Unreachable or without a digest: listed, never guessed.
+            unresolved.append(Unresolved(name=f"chart {pin.chart}", layer="platform",
+                                         reason=str(exc)))
+            continue
+        chart_items.append(LockItem(
+            name=pin.chart, version=pin.version, kind="chart", url=archive.url, path=pin.path,
+            size=archive.size, sha256=archive.sha256, licence=archive.licence, layer="platform",
+            repository=pin.repository, repository_url=pin.repository_url))
+
+    # The mirror's registry holds each image at its path without the registry's name (as a
+    # registry mirror or `registry.override` asks for it): two registries' same path clash.
+    refs = [oci.parse_reference(ref) for ref in images]
+    by_path: dict[str, set[str]] = {}
+    for ref in refs:
+        by_path.setdefault(ref.path, set()).add(ref.registry)
+    clashes = [f"{path} ({', '.join(sorted(hosts))})" for path, hosts in by_path.items()
+               if len(hosts) > 1]
+    if clashes:
+        msg = (f"{loaded.blueprint_file}: images of one path from several registries cannot "
+               f"share the site mirror's registry: {'; '.join(clashes)}")
+        raise BadInput(msg)
+
+    image_items: list[LockItem] = []
+    clients: dict[str, oci.RegistryClient] = {}
+    for ref in refs:
+        if ref.digest is not None:
+            digest, size = ref.digest, None
+        else:
+            progress(f"resolving image {ref}")
+            client = clients.setdefault(ref.registry, oci.RegistryClient(ref.registry, proxy))
+            try:
+                digest, size = client.manifest_digest(ref)
+            except DeployFailed as exc:
+                unresolved.append(Unresolved(name=f"image {ref}", layer="platform",
+                                             reason=str(exc)))
+                continue
+        hexdigest = digest.removeprefix("sha256:")
+        endpoint = oci.registry_endpoint(ref.registry)
+        image_items.append(LockItem(
+            name=ref.name, version=ref.tag or digest, kind="image",
+            url=f"{endpoint}/v2/{ref.path}/manifests/{digest}",
+            path=f"oci/blobs/sha256/{hexdigest}", size=size, sha256=hexdigest,
+            licence=NOASSERTION, layer="platform", reference=str(ref), digest=digest))
+    return chart_items, image_items, unresolved

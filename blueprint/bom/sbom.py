@@ -47,7 +47,7 @@ class Component:
     nodes: list[str] = field(default_factory=list)
     lock_status: str = "locked"  # locked | differs-from-lock | not-in-lock | not-installed
     lock_version: str | None = None
-    kind: str = "deb"  # the lock's kind: deb, file, pypi
+    kind: str = "deb"  # the lock's kind: deb, file, pypi, chart, image
     repository: str | None = None  # a third-party apt repository of the catalogue
 
     def purl(self, release: str) -> str:
@@ -55,6 +55,17 @@ class Component:
 
         if self.kind == "pypi":
             return str(PackageURL(type="pypi", name=self.name, version=self.version))
+        if self.kind == "image":
+            # purl's oci type: the name is the repository's last segment, the version the
+            # manifest digest; where it is kept and its tag are qualifiers.
+            return str(PackageURL(type="oci", name=self.name.rsplit("/", 1)[-1].lower(),
+                                  version=f"sha256:{self.sha256}",
+                                  qualifiers={"repository_url": self.name, "tag": self.version}))
+        if self.kind == "chart":
+            # purl has no Helm type: a generic package located by its archive and checksum.
+            return str(PackageURL(type="generic", name=self.name, version=self.version,
+                                  qualifiers={"download_url": self.url or "",
+                                              "checksum": f"sha256:{self.sha256}"}))
         if self.repository is not None:
             # Not Debian's package: the catalogue repository is its namespace.
             return str(PackageURL(type="deb", namespace=self.repository, name=self.name,
@@ -130,10 +141,10 @@ def merge(lock: Lock, nodes: list[NodePackages]) -> list[Component]:
                 if name not in licences:
                     licences[name] = licence_of_copyright(node.copyrights[name])
                 component.licence = licences[name]
-    # Files of the catalogue (binaries, archives) and the controller's Python packages, as
-    # the lock pins them: no node reports them.
+    # Files of the catalogue (binaries, archives), the platform's charts and images and the
+    # controller's Python packages, as the lock pins them: no node's dpkg reports them.
     for item in lock.items:
-        if item.kind in ("file", "pypi"):
+        if item.kind in ("file", "pypi", "chart", "image"):
             # Keyed apart from Debian's: PyPI's tzdata is not Debian's tzdata.
             found[(f"{item.kind}:{item.name}", item.version)] = Component(
                 item.name, item.version, "", item.licence, item.sha256, item.url, item.layer,
@@ -172,7 +183,8 @@ def cyclonedx_json(site: str, lock: Lock, components: list[Component]) -> str:
             props.append(Property(name=f"{PROPERTY}:layer", value=component.layer))
         props += [Property(name=f"{PROPERTY}:node", value=node) for node in component.nodes]
         cdx = CdxComponent(
-            name=component.name, version=component.version, type=ComponentType.LIBRARY,
+            name=component.name, version=component.version,
+            type=ComponentType.CONTAINER if component.kind == "image" else ComponentType.LIBRARY,
             bom_ref=component.purl(lock.release),
             purl=PackageURL.from_string(component.purl(lock.release)),
             properties=props,
@@ -201,6 +213,7 @@ def spdx_document(site: str, lock: Lock, components: list[Component]):  # type: 
     from spdx_tools.spdx.model.relationship import Relationship, RelationshipType
     from spdx_tools.spdx.model.spdx_no_assertion import SpdxNoAssertion
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+    from spdx_tools.spdx.validation.uri_validators import validate_download_location
 
     licensing = get_spdx_licensing()
     info = CreationInfo(
@@ -225,9 +238,15 @@ def spdx_document(site: str, lock: Lock, components: list[Component]):  # type: 
             comment += f" (lock has {component.lock_version})"
         if component.nodes:
             comment += f"; installed on {', '.join(component.nodes)}"
+        # spdx-tools refuses some real URLs (an address with a port, such as an in-house
+        # registry's); those stay in the comment.
+        location = component.url
+        if location and validate_download_location(location):
+            comment += f"; from {location}"
+            location = None
         packages.append(Package(
             spdx_id=spdx_id, name=component.name, version=component.version,
-            download_location=component.url or SpdxNoAssertion(), files_analyzed=False,
+            download_location=location or SpdxNoAssertion(), files_analyzed=False,
             checksums=[Checksum(ChecksumAlgorithm.SHA256, component.sha256)]
             if component.sha256 else [],
             license_concluded=SpdxNoAssertion(), license_declared=licence,

@@ -1,4 +1,5 @@
-"""The site mirror's HTTP server: a verified bundle's files, answering as an apt proxy.
+"""The site mirror's HTTP server: a verified bundle's files, answering as an apt proxy, and
+its charts as Helm repositories (`/helm/<catalogue repository>/index.yaml`).
 
 Nodes keep their Debian sources (deb.debian.org) and set the mirror as their apt proxy, so
 apt asks for absolute URLs; the path of the URL names the file in the bundle. The release's
@@ -20,6 +21,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 MANIFEST_PATH = "/.blueprint/manifest.json"
+INFO_PREFIX = "/.blueprint/"
+# Where `blueprint mirror serve` writes each Helm repository's index (see mirror.py).
+HELM_INDEXES = "helm-indexes"
 
 
 class MirrorHandler(SimpleHTTPRequestHandler):
@@ -31,6 +35,11 @@ class MirrorHandler(SimpleHTTPRequestHandler):
         if request == MANIFEST_PATH:
             return str(self.root / "manifest.json")
         parts = [part for part in request.split("/") if part not in ("", ".", "..")]
+        if request == f"{INFO_PREFIX}registry.json":
+            return str(self.root / "registry.json")
+        # A Helm repository per catalogue repository: its index, and its charts from files/.
+        if len(parts) == 3 and parts[0] == "helm" and parts[2] == "index.yaml":
+            return str(self.root / HELM_INDEXES / parts[1] / "index.yaml")
         if len(parts) >= 3 and parts[-3:-1] == ["by-hash", "SHA256"]:
             found = self.by_hash.get(parts[-1])
             if found:

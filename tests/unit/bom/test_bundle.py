@@ -7,6 +7,7 @@ the bundle, its minisign signature, `mirror serve` and the offline preflight are
 from __future__ import annotations
 
 import io
+import json
 import socket
 import tarfile
 from pathlib import Path
@@ -157,3 +158,56 @@ def test_mirror_serves_the_bundle_and_preflight_names_a_missing_item(
     assert load_mirror_state(folder) is None
     with pytest.raises(EnvironmentMissing, match="does not answer"):
         check_offline_mirror(loaded, lock)
+
+
+def test_update_bundle_is_applied_onto_the_served_mirror(
+        tmp_path: Path, standin_release: StandInRelease, keys: KeyPair) -> None:
+    from blueprint.bom.lock import load_lock
+
+    site = tmp_path / "site"
+    old_lock = standin_lock(site, standin_release, ["alpha", "beta"])
+    kept = tmp_path / "old.lock.yaml"
+    kept.write_text(old_lock.read_text())
+    full = build_bundle(old_lock, tmp_path / "full.tar", keys.secret, tmp_path / "cache")
+    folder = tmp_path / "mirror"
+    state = serve(full.path, keys.public, folder, "127.0.0.1", free_port())
+    try:
+        new_lock = standin_lock(site, standin_release, ["alpha", "beta", "gamma"])
+        update = build_bundle(new_lock, tmp_path / "u.tar", keys.secret, tmp_path / "cache",
+                              since=kept).path
+
+        # A tampered update is refused, and the served mirror runs on unchanged.
+        tampered = tmp_path / "tampered.tar"
+        repack(update, tampered, {"files/standin/gamma/gamma-1.0.bin": b"evil"})
+        with pytest.raises(BundleRefused, match=r"gamma-1\.0\.bin: sha256 differs"):
+            serve(tampered, keys.public, folder, "127.0.0.1", free_port())
+        running = load_mirror_state(folder)
+        assert running is not None and running.pid == state.pid
+
+        # An update built against another lock than the served one is refused.
+        newer = tmp_path / "new.lock.yaml"
+        newer.write_text(new_lock.read_text())
+        elsewhere = build_bundle(new_lock, tmp_path / "e.tar", keys.secret, tmp_path / "cache",
+                                 since=newer).path
+        with pytest.raises(BundleRefused, match="built against the lock with sha256"):
+            serve(elsewhere, keys.public, folder, "127.0.0.1", free_port())
+
+        # A mirror that lost an item the update counts on refuses it too.
+        listing = folder / "root" / "manifest.json"
+        saved = listing.read_text()
+        data = json.loads(saved)
+        data["files"] = [entry for entry in data["files"] if entry["name"] != "beta"]
+        listing.write_text(json.dumps(data))
+        with pytest.raises(BundleRefused, match=r"neither in it nor on the mirror:\n  file beta"):
+            serve(update, keys.public, folder, "127.0.0.1", free_port())
+        listing.write_text(saved)
+
+        # The update applied: the mirror restarts at its own address and serves the new lock.
+        applied = serve(update, keys.public, folder, "127.0.0.1", free_port())
+        assert applied.url == state.url and applied.pid != state.pid
+        check_offline_mirror(offline_site(site, applied.url), load_lock(new_lock))
+        # Its base is now the new lock: the same update again does not apply.
+        with pytest.raises(BundleRefused, match="built against the lock"):
+            serve(update, keys.public, folder, "127.0.0.1", free_port())
+    finally:
+        stop(folder)
