@@ -51,7 +51,8 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
     options = PlatformOptions.model_validate(layer.options)
     check_storage_layer(loaded, options)
 
-    # Chart sources through the artifact catalogue: upstream or the site's mirror.
+    # Chart sources through the artifact catalogue: upstream, the site's mirror, or the
+    # offline bundle's mirror.
     urls = {repo.name: repo.url for repo in resolve_repositories(loaded.site, ["platform"])}
     if loaded.site.artifacts.mode == "offline":
         urls.update(offline_chart_sources(loaded, options, layer.versions))
@@ -114,23 +115,21 @@ def check_storage_layer(loaded: LoadedSite, options: PlatformOptions) -> None:
 
 def offline_chart_sources(loaded: LoadedSite, options: PlatformOptions,
                           versions: dict[str, str]) -> dict[str, str]:
-    """An offline site's own copy of each chart repository the platform uses.
+    """An offline site's own copies of chart repositories, which win over the bundle's.
 
-    The machine that runs Pulumi fetches the charts, and an offline site has no upstream
-    to fall back on; the offline bundle carries no Helm charts yet, so the site must name
-    where it serves each one (artifacts.repositories) rather than fail mid-deploy.
+    The offline bundle carries the locked charts and `blueprint mirror serve` serves them
+    (resolve_repositories names that mirror); a site may name its own copy instead, under
+    artifacts.repositories. Kubeflow Pipelines comes as release manifests, which the bundle
+    does not carry: an offline site that chooses that engine must name its own copy.
     """
-    wanted = {chart.repository for chart in options.charts.values()}
-    if "kubeflow-pipelines" in versions and options.pipelines.engine == "kubeflow-pipelines":
-        wanted.add("kubeflow-pipelines")
     own = loaded.site.artifacts.repositories
-    missing = sorted(name for name in wanted if name not in own)
-    if missing:
+    if ("kubeflow-pipelines" in versions and options.pipelines.engine == "kubeflow-pipelines"
+            and "kubeflow-pipelines" not in own):
         msg = (f"{loaded.site_file}: artifacts: mode 'offline': the offline bundle carries no "
-               "Helm charts yet, so the platform layer needs the site's own copy of each chart "
-               f"repository under artifacts.repositories; missing: {', '.join(missing)}")
+               "Kubeflow Pipelines manifests; name the site's own copy under "
+               "artifacts.repositories.kubeflow-pipelines, or use the argo pipelines engine")
         raise BadInput(msg)
-    return {name: own[name].url for name in sorted(wanted)}
+    return {name: entry.url for name, entry in own.items()}
 
 
 def registry_auth_json(override: str | None, secrets: dict[str, Any]) -> str | None:
