@@ -11,22 +11,29 @@ CNI task file, as the role runs it on the first control plane after `kubeadm ini
 - `standins/kubectl-stand-in.py` as the node's kubectl (and an empty admin.conf): it records
   each server-side apply with the applied file's sha256 and answers node readiness.
 
+For cilium, a STAND-IN cilium release: an archive holding a `cilium` shell script that
+records its arguments (in place of the CLI) and a chart archive holding only `Chart.yaml`.
+
 What this proves: the release file is fetched against its pinned checksum and a wrong file is
 refused with nothing applied; the operator and the rendered resources (pod CIDR) are applied
 once, server side with the field manager; a second converge changes and applies nothing; a
 new pod CIDR is applied again; a pod network that never makes the nodes Ready fails with a
-message naming the node and the pod. Real calico or cilium, `cilium install` and the
-readiness of real nodes are not exercised (see docs/kubernetes.md).
+message naming the node and the pod; cilium's archives are unpacked and the CLI runs
+`install` with the chart folder and the values once, nothing on a second converge, `upgrade`
+when the values change. Real calico or cilium, the real CLI and chart and the readiness of
+real nodes are not exercised (see docs/kubernetes.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +58,9 @@ LAB_STAGE = 41
 
 KUBECTL = Path(__file__).parent / "standins" / "kubectl-stand-in.py"
 CALICO = "v3.29.1"
-VERSIONS = {"kubernetes": "v1.31.4", "calico": CALICO}
+CILIUM, CILIUM_CLI = "v1.16.5", "v0.16.22"
+VERSIONS = {"kubernetes": "v1.31.4", "calico": CALICO, "cilium": CILIUM,
+            "cilium_cli": CILIUM_CLI}
 # A STAND-IN for calico's tigera-operator.yaml: what the role applies is only recorded.
 OPERATOR = b"""# STAND-IN tigera-operator.yaml for the CNI lab test; not calico's manifest.
 apiVersion: v1
@@ -59,6 +68,26 @@ kind: Namespace
 metadata:
   name: tigera-operator
 """
+# A STAND-IN for the cilium CLI: it records how it was called.
+CILIUM_SCRIPT = b"""#!/bin/sh
+# STAND-IN cilium CLI for the CNI lab test; records its arguments and KUBECONFIG.
+echo "$KUBECONFIG $*" >> /var/lib/kubectl-stand-in/cilium.log
+"""
+
+
+def _tgz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+CILIUM_CLI_TGZ = _tgz({"cilium": CILIUM_SCRIPT})
+CILIUM_CHART_TGZ = _tgz({"cilium/Chart.yaml": b"# STAND-IN chart\nname: cilium\n"
+                                              b"version: 1.16.5\n"})
 LEFT_BY_TEST = ("/usr/local/bin/kubectl /etc/kubernetes /var/lib/blueprint-cni "
                 "/var/lib/kubectl-stand-in")
 
@@ -70,21 +99,34 @@ class CniLab:
     work: Path
     base_url: str
 
-    def artifacts(self, folder: str, sha256: str) -> list[dict[str, str]]:
+    def artifacts(self, folder: str, sha256: str, cni: str = "calico") -> list[dict[str, str]]:
         """kubernetes_cni_artifacts as the product resolves them from a stand-in catalogue."""
         catalogue = self.work / f"catalogue-{folder}.yaml"
-        catalogue.write_text(yaml.safe_dump({"binaries": {"calico-operator": {
-            "layer": "kubernetes", "distribution": "kubeadm", "cni": "calico",
-            "version_key": "calico", "file": "tigera-operator.yaml",
-            "url": f"{self.base_url}/{folder}/{{version}}/tigera-operator.yaml",
-            "checksums": "", "licence": "Apache-2.0", "sha256": {CALICO: sha256},
-            "image_registries": ["quay.io", "docker.io"]}}}))
+        entry = {"layer": "kubernetes", "distribution": "kubeadm", "checksums": "",
+                 "licence": "Apache-2.0"}
+        catalogue.write_text(yaml.safe_dump({"binaries": {
+            "calico-operator": {
+                **entry, "cni": "calico", "version_key": "calico",
+                "file": "tigera-operator.yaml",
+                "url": f"{self.base_url}/{folder}/{{version}}/tigera-operator.yaml",
+                "sha256": {CALICO: sha256}},
+            "cilium-cli": {
+                **entry, "cni": "cilium", "version_key": "cilium_cli",
+                "file": "cilium-linux-amd64.tar.gz",
+                "url": f"{self.base_url}/{folder}/{{version}}/cilium-linux-amd64.tar.gz",
+                "sha256": {CILIUM_CLI: hashlib.sha256(CILIUM_CLI_TGZ).hexdigest()}},
+            "cilium-chart": {
+                **entry, "cni": "cilium", "version_key": "cilium",
+                "file": "cilium-{version_number}.tgz",
+                "url": f"{self.base_url}/{folder}/{{version}}/cilium-{{version_number}}.tgz",
+                "sha256": {CILIUM: hashlib.sha256(CILIUM_CHART_TGZ).hexdigest()}},
+        }}))
         saved = os.environ.get(CATALOGUE_OVERRIDE_ENV)
         os.environ[CATALOGUE_OVERRIDE_ENV] = str(catalogue)
         try:
             site = Site.model_validate({"name": "cni", "blueprint": "ai-edge", "nodes": [
                 {"name": self.node, "address": "10.0.0.1", "roles": ["control-plane"]}]})
-            binaries = resolve_binaries(site, "kubernetes", "kubeadm", VERSIONS, cni="calico")
+            binaries = resolve_binaries(site, "kubernetes", "kubeadm", VERSIONS, cni=cni)
         finally:
             if saved is None:
                 os.environ.pop(CATALOGUE_OVERRIDE_ENV)
@@ -95,6 +137,8 @@ class CniLab:
     def converge(self, artifacts: list[dict[str, str]], **extra: Any) -> tuple[int, int, str]:
         """Run the role's cni tasks on the node: (exit code, changed tasks, output)."""
         variables = {"kubernetes_distribution": "kubeadm", "kubernetes_cni": "calico",
+                     "kubernetes_node": {"kind": "control-plane", "init": True, "ha": False,
+                                         "endpoint": "10.0.0.1", "port": 6443},
                      "kubernetes_cni_artifacts": artifacts,
                      "kubernetes_pod_cidr": "10.244.0.0/16", **extra}
         (self.work / "vars.json").write_text(json.dumps(variables))
@@ -132,14 +176,18 @@ def cni(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cn
         release = work / "releases" / folder / CALICO
         release.mkdir(parents=True)
         (release / "tigera-operator.yaml").write_bytes(content)
+    cilium = work / "releases" / "stand-in"
+    (cilium / CILIUM_CLI).mkdir()
+    (cilium / CILIUM_CLI / "cilium-linux-amd64.tar.gz").write_bytes(CILIUM_CLI_TGZ)
+    (cilium / CILIUM).mkdir()
+    (cilium / CILIUM / "cilium-1.16.5.tgz").write_bytes(CILIUM_CHART_TGZ)
 
     # One lab node as the first control plane, reached as the product reaches it.
     (work / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": {node.name: {
         "ansible_host": str(node.address), "ansible_user": "root",
         "ansible_ssh_private_key_file": str(lab.state.key_file),
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={lab.state.known_hosts} "
-                                   "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
-        "kubernetes_node": {"kind": "control-plane", "init": True}}}}}))
+                                   "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"}}}}))
     (work / "cni.yml").write_text(yaml.safe_dump([{
         "name": "kubeadm's pod network on the first control plane (STAND-IN kubectl)",
         "hosts": "all", "gather_facts": False,
@@ -240,3 +288,33 @@ def test_a_pod_network_that_never_gets_ready_fails_with_a_readable_message(
     assert f"timed out waiting for the condition on nodes/{cni.node}" in flat
     assert f"node {cni.node} NotReady" in flat
     assert "pod calico-system/calico-node-stand-in ImagePullBackOff" in flat
+
+
+def test_stand_in_cilium_is_unpacked_installed_once_then_upgraded(cni: CniLab) -> None:
+    artifacts = cni.artifacts("stand-in", hashlib.sha256(OPERATOR).hexdigest(), "cilium")
+    assert [item["name"] for item in artifacts] == ["cilium-chart", "cilium-cli"]
+    log = "cat /var/lib/kubectl-stand-in/cilium.log"
+
+    code, changed, output = cni.converge(artifacts, kubernetes_cni="cilium")
+
+    assert code == 0 and changed > 0, output[-3000:]
+    base = "/var/lib/blueprint-cni"
+    chart = f"{base}/cilium-chart-{CILIUM}-cilium-1.16.5.tgz.d/cilium"
+    values = f"{base}/cilium-values.yaml"
+    install = (f"/etc/kubernetes/admin.conf install --namespace=kube-system "
+               f"--chart-directory={chart} --values={values}")
+    assert cni.lab.ssh(cni.node, log).stdout.splitlines() == [install]
+    assert cni.lab.ssh(cni.node, f"cat {chart}/Chart.yaml").stdout.startswith(
+        "# STAND-IN chart")
+    rendered = cni.lab.ssh(cni.node, f"cat {values}").stdout
+    assert "mode: kubernetes" in rendered and 'k8sServiceHost: "10.0.0.1"' in rendered
+
+    code, changed, output = cni.converge(artifacts, kubernetes_cni="cilium")
+    assert (code, changed) == (0, 0), output[-3000:]
+    assert cni.lab.ssh(cni.node, log).stdout.splitlines() == [install]
+
+    code, changed, output = cni.converge(artifacts, kubernetes_cni="cilium",
+                                         kubernetes_cluster_name="renamed")
+    assert code == 0 and changed > 0, output[-3000:]
+    assert cni.lab.ssh(cni.node, log).stdout.splitlines() == [
+        install, install.replace(" install ", " upgrade ")]
