@@ -55,16 +55,22 @@ class CatalogueRepository(StrictModel):
 
 
 class CatalogueBinary(StrictModel):
-    """One release binary a layer installs, with where its checksum comes from."""
+    """One release file a layer installs (a binary, an archive, a manifest), with where its
+    checksum comes from."""
 
     layer: str
     distribution: str
+    cni: str = Field(default="", description="installed only with this pod network (CNI)")
     version_key: str
     file: str
     url: str
-    checksums: str
+    checksums: str = Field(
+        default="", description="upstream's checksums file; empty when upstream publishes "
+                                "none, so every version needs a pinned sha256")
     sha256: dict[str, str] = Field(default_factory=dict)
     licence: str = Field(description="SPDX expression, for the bill of materials")
+    image_registries: list[str] = Field(
+        default_factory=list, description="the registries the images it starts come from")
 
     @field_validator("sha256")
     @classmethod
@@ -178,6 +184,7 @@ class ResolvedBinary:
     upstream_url: str
     upstream_checksums: str
     licence: str
+    cni: str = ""
 
     def as_variable(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "url": self.url,
@@ -186,12 +193,14 @@ class ResolvedBinary:
 
 def resolve_binaries(
     site: Site, layer: str, distribution: str, versions: dict[str, str],
-    locked: dict[tuple[str, str], str] | None = None,
+    locked: dict[tuple[str, str], str] | None = None, cni: str = "",
 ) -> list[ResolvedBinary]:
-    """The binaries of one layer's distribution as this site fetches them.
+    """The binaries of one layer's distribution (and of its CNI) as this site fetches them.
 
     The checksum is `sha256:<hex>` when the catalogue pins one for the version, otherwise
-    `sha256:<url of the checksums file>`, which Ansible's get_url reads before it downloads.
+    `sha256:<url of the checksums file>`, which Ansible's get_url reads before it downloads;
+    it is empty when neither exists (upstream publishes no checksums file for the item and
+    nobody pinned one): the role's preflight refuses such an item by name.
     An offline site fetches each binary from the site mirror serving its bundle
     (`artifacts.apt_proxy`, at the upstream URL's path) with the sha256 of its bill of
     materials (`locked`: (name, version) -> sha256); one the lock lacks is bad input.
@@ -201,21 +210,26 @@ def resolve_binaries(
     for name, entry in sorted(load_catalogue().binaries.items()):
         if entry.layer != layer or entry.distribution != distribution:
             continue
+        if entry.cni and entry.cni != cni:
+            continue
         version = versions.get(entry.version_key)
         if not version:
             msg = (f"layer {layer}: binary {name} needs a pinned version "
                    f"(versions.{entry.version_key} in the blueprint)")
             raise BadInput(msg)
-        fields = {"version": version, "version_url": quote(version, safe="")}
+        fields = {"version": version, "version_url": quote(version, safe=""),
+                  "version_number": version.removeprefix("v")}
         upstream = url = entry.url.format(**fields)
         upstream_checksums = checksums = entry.checksums.format(**fields)
+        file = entry.file.format(**fields)
         mirror = site.artifacts.repositories.get(name)
         source: Literal["upstream", "site mirror", "offline bundle"] = "upstream"
         pinned = entry.sha256.get(version)
         if site.artifacts.mode == "mirror" and mirror is not None:
             base = f"{mirror.url.rstrip('/')}/{fields['version_url']}"
-            url = f"{base}/{entry.file}"
-            checksums = f"{base}/{checksums.rsplit('/', 1)[-1]}"
+            url = f"{base}/{file}"
+            if checksums:
+                checksums = f"{base}/{checksums.rsplit('/', 1)[-1]}"
             source = "site mirror"
         elif site.artifacts.mode == "offline" and locked is not None:
             pinned = locked.get((name, version))
@@ -225,7 +239,8 @@ def resolve_binaries(
                 raise BadInput(msg)
             url = f"{(site.artifacts.apt_proxy or '').rstrip('/')}{urlsplit(upstream).path}"
             source = "offline bundle"
-        checksum = f"sha256:{pinned}" if pinned else f"sha256:{checksums}"
+        checksum = (f"sha256:{pinned}" if pinned
+                    else f"sha256:{checksums}" if checksums else "")
         resolved.append(ResolvedBinary(name, version, url, checksum, source, upstream,
-                                       upstream_checksums, entry.licence))
+                                       upstream_checksums, entry.licence, entry.cni))
     return resolved

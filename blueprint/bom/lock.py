@@ -319,11 +319,15 @@ def build_lock(
         progress(f"reading the published checksum of {binary.name} {binary.version}")
         pinned = binary.checksum.removeprefix("sha256:")
         sha = pinned if SHA256.fullmatch(pinned) else published_sha256(
-            binary.upstream_url, binary.upstream_checksums, proxy)
+            binary.upstream_url, binary.upstream_checksums, proxy) \
+            if binary.upstream_checksums else None
         if sha is None:
-            unresolved.append(Unresolved(
-                name=binary.name, layer=LAYER,
-                reason=f"no sha256 for {binary.upstream_url} in {binary.upstream_checksums}"))
+            reason = (f"no sha256 for {binary.upstream_url} in {binary.upstream_checksums}"
+                      if binary.upstream_checksums else
+                      f"upstream publishes no checksums file for {binary.upstream_url}; pin "
+                      "its sha256 in the artifact catalogue ($BLUEPRINT_CATALOGUE) once the "
+                      "file is checked")
+            unresolved.append(Unresolved(name=binary.name, layer=LAYER, reason=reason))
             continue
         items[("file", binary.name, binary.version)] = LockItem(
             name=binary.name, version=binary.version, kind="file", url=binary.upstream_url,

@@ -15,6 +15,9 @@ from blueprint.kube.topology import ClusterSettings, NodePlan
 from blueprint.paths import ROLES_DIR
 
 TEMPLATES = ROLES_DIR / "kubernetes" / "templates"
+# What the first control plane applies for each pod network of kubeadm, besides the
+# release files of the artifact catalogue.
+CNI_TEMPLATES = {"calico": "calico-resources.yaml.j2", "cilium": "cilium-values.yaml.j2"}
 
 
 def _environment() -> jinja2.Environment:
@@ -60,3 +63,9 @@ def node_config(
     template = ("k3s-config.yaml.j2" if settings.distribution == "k3s"
                 else "kubeadm-config.yaml.j2")
     return render(template, template_variables(settings, node_name, plan, secrets))
+
+
+def cni_config(settings: ClusterSettings, node_name: str, plan: NodePlan) -> str:
+    """What the first control plane renders for kubeadm's pod network: Calico's Installation
+    and APIServer resources, or Cilium's Helm values."""
+    return render(CNI_TEMPLATES[settings.cni], template_variables(settings, node_name, plan, {}))

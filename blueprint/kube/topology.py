@@ -86,9 +86,15 @@ def cluster_settings(variables: dict[str, Any], versions: dict[str, str]) -> Clu
                f"{distribution} release version like {shape}")
         raise BadInput(msg)
     cni = str(variables.get("kubernetes_cni") or DEFAULT_CNI[distribution])
+    if not any(cni in known for known in CNIS.values()):
+        msg = (f"kubernetes_cni '{cni}' is not known; use flannel with k3s, calico or cilium "
+               "with kubeadm")
+        raise BadInput(msg)
     if cni not in CNIS[distribution]:
-        msg = (f"kubernetes_cni '{cni}' does not go with {distribution}; use one of "
-               f"{', '.join(CNIS[distribution])}")
+        why = ("k3s runs its own flannel here" if distribution == "k3s"
+               else "kubeadm's pod network is installed by this product")
+        msg = (f"kubernetes_cni '{cni}' does not go with {distribution} ({why}); use "
+               f"{' or '.join(CNIS[distribution])}")
         raise BadInput(msg)
     settings = ClusterSettings(
         distribution=distribution, version=version, cni=cni,

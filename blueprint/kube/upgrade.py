@@ -98,7 +98,7 @@ def known_releases(distribution: str) -> list[str]:
     """The versions the catalogue pins a checksum for, for the distribution's binaries."""
     versions: set[str] = set()
     for entry in load_catalogue().binaries.values():
-        if entry.layer == LAYER and entry.distribution == distribution:
+        if entry.layer == LAYER and entry.distribution == distribution and not entry.cni:
             versions |= set(entry.sha256)
     return sorted(versions)
 

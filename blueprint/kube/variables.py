@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from blueprint.artifacts import ResolvedBinary, resolve_binaries
+from blueprint.kube.cni import check_image_mirrors
 from blueprint.kube.topology import ClusterSettings, cluster_settings, plan_nodes
 from blueprint.loader import LoadedSite
 
@@ -29,12 +30,18 @@ def kubernetes_group_variables(
     if settings is None:
         return {}
     binaries = site_binaries(loaded, variables, locked_binaries(loaded))
+    check_image_mirrors(loaded.site, binaries)
     result: dict[str, Any] = {
         "kubernetes_distribution": settings.distribution,
         "kubernetes_version": settings.version,
         "kubernetes_kubeadm_api": settings.kubeadm_api,
         "kubernetes_cni": settings.cni,
-        "kubernetes_artifacts": [binary.as_variable() for binary in binaries],
+        "kubernetes_pod_cidr": settings.pod_cidr,
+        "kubernetes_service_cidr": settings.service_cidr,
+        "kubernetes_artifacts": [binary.as_variable() for binary in binaries if not binary.cni],
+        # kubeadm's pod network: applied by the first control plane (k3s ships flannel).
+        "kubernetes_cni_artifacts": [binary.as_variable() for binary in binaries
+                                     if binary.cni],
     }
     if kubeconfig is not None:
         result["kubernetes_kubeconfig_dest"] = str(kubeconfig)
@@ -45,13 +52,15 @@ def site_binaries(
     loaded: LoadedSite, variables: dict[str, Any],
     locked: dict[tuple[str, str], str] | None = None,
 ) -> list[ResolvedBinary]:
-    """The release binaries the site's kubernetes layer installs ([] without the layer)."""
+    """The release files the site's kubernetes layer installs, its pod network's among them
+    ([] without the layer)."""
     settings = kubernetes_settings(loaded, variables)
     if settings is None:
         return []
     layer = next(ly for ly in loaded.blueprint.layers if ly.name == LAYER)
     return resolve_binaries(loaded.site, LAYER, settings.distribution,
-                            {**layer.versions, _version_key(settings): settings.version}, locked)
+                            {**layer.versions, _version_key(settings): settings.version}, locked,
+                            cni=settings.cni)
 
 
 def locked_binaries(loaded: LoadedSite) -> dict[tuple[str, str], str] | None:

@@ -31,14 +31,30 @@ def test_lab_blueprint_has_no_binaries(tmp_path: Path) -> None:
     assert site_inputs(loaded)["files"] == {}
 
 
-def test_kubeadm_distribution_locks_its_three_binaries(tmp_path: Path) -> None:
+def test_kubeadm_distribution_locks_its_three_binaries_and_its_pod_network(
+    tmp_path: Path,
+) -> None:
     loaded = load_site(write_site(
         tmp_path, blueprint="ai-edge",
         overrides={"kubernetes_distribution": "kubeadm", "kubernetes_version": "v1.31.4"}))
     files = site_inputs(loaded)["files"]
-    assert sorted(files) == ["kubeadm", "kubectl", "kubelet"]
+    # calico is kubeadm's default pod network.
+    assert sorted(files) == ["calico-operator", "kubeadm", "kubectl", "kubelet"]
     assert files["kubelet"] == (
         "v1.31.4 https://dl.k8s.io/release/v1.31.4/bin/linux/amd64/kubelet")
+    assert files["calico-operator"] == (
+        "v3.29.1 https://raw.githubusercontent.com/projectcalico/calico/v3.29.1/manifests/"
+        "tigera-operator.yaml")
+
+
+def test_cilium_site_locks_the_cli_and_the_chart_not_calico(tmp_path: Path) -> None:
+    loaded = load_site(write_site(
+        tmp_path, blueprint="ai-edge",
+        overrides={"kubernetes_distribution": "kubeadm", "kubernetes_version": "v1.31.4",
+                   "kubernetes_cni": "cilium"}))
+    files = site_inputs(loaded)["files"]
+    assert sorted(files) == ["cilium-chart", "cilium-cli", "kubeadm", "kubectl", "kubelet"]
+    assert files["cilium-chart"] == "v1.16.5 https://helm.cilium.io/cilium-1.16.5.tgz"
 
 
 def test_offline_site_fetches_binaries_from_its_mirror_with_the_locked_sum(

@@ -189,7 +189,16 @@ def test_topologies_that_cannot_work_are_refused(
         ({"kubernetes_distribution": "kubeadm"}, {"kubernetes": "v1.31.4+k3s1"},
          "not a kubeadm release version"),
         ({"kubernetes_distribution": "kubeadm", "kubernetes_cni": "flannel"},
-         {"kubernetes": "v1.31.4"}, "does not go with kubeadm; use one of calico, cilium"),
+         {"kubernetes": "v1.31.4"}, r"'flannel' does not go with kubeadm .*; use calico or "
+                                    "cilium"),
+        ({"kubernetes_distribution": "k3s", "kubernetes_cni": "calico"},
+         {"k3s": "v1.31.4+k3s1"}, r"'calico' does not go with k3s \(k3s runs its own "
+                                  r"flannel here\); use flannel"),
+        ({"kubernetes_distribution": "k3s", "kubernetes_cni": "cilium"},
+         {"k3s": "v1.31.4+k3s1"}, "'cilium' does not go with k3s"),
+        ({"kubernetes_distribution": "kubeadm", "kubernetes_cni": "weave"},
+         {"kubernetes": "v1.31.4"}, "'weave' is not known; use flannel with k3s, calico or "
+                                    "cilium with kubeadm"),
         ({"kubernetes_distribution": "rke2"}, {}, "use one of k3s, kubeadm"),
         ({"kubernetes_distribution": "kubeadm"}, {"kubernetes": "v1.20.1"}, "before v1.22"),
     ],
