@@ -59,6 +59,7 @@ def _confirm(yes: bool, question: str, what: str) -> None:
 def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int,
                 state_dir: Path | None) -> None:
     """Drain NODE, delete it from the cluster, clean its host and forget it."""
+    from blueprint.kube.cluster import init_node
     from blueprint.kube.removal import plan_removal, quorum, remove_node
     from blueprint.loader import load_site
     from blueprint.state import StateDir
@@ -66,6 +67,7 @@ def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int
     loaded = load_site(site)
     state = StateDir.for_site(loaded.site_dir, state_dir)
     plan = plan_removal(loaded, state, node)
+    first = init_node(loaded)  # before any change: the note after it must not fail
     if not plan.reachable and not force:
         msg = (f"node {node} does not answer SSH: it cannot be drained or cleaned. If it is "
                "dead, run again with --force to delete it from the cluster alone")
@@ -89,7 +91,6 @@ def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int
                   + f"; log in {outcome.result.stdout_file}", highlight=False)
     CONSOLE.print(f"remove-node: now remove {node} from {loaded.site_file}: until then "
                   "deploy and scale would add it again", highlight=False)
-    first = next(n.name for n in loaded.site.nodes if "control-plane" in n.roles)
     if node == first:
         CONSOLE.print(f"remove-node: {node} was the site's first control plane: once it is out "
                       "of the site file the next one takes its part in deploy's rendering "

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blueprint.deploy import NODES_FILE, deployed_nodes
-from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
+from blueprint.errors import BadInput, DeployFailed
 from blueprint.inventory import render_inventory
+from blueprint.kube.cluster import cluster_nodes, cluster_settings_of, first_failure
 from blueprint.kube.tokens import cluster_secrets
 from blueprint.kube.variables import LAYER
 from blueprint.loader import LoadedSite
 from blueprint.models import Node
 from blueprint.playbook import PlaybookResult, require_ansible, run_layers
-from blueprint.state import RunHistory, StateDir, new_run_id
+from blueprint.state import StateDir, new_run_id, recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,9 @@ def check_quorum(node: str, servers: list[str], healthy: set[str]) -> None:
         raise BadInput(msg)
 
 
-def cluster_nodes(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[str]]:
-    """(deployed nodes of the site's cluster, its control planes), in site-file order."""
-    deployed = set(deployed_nodes(state).get(LAYER, []))
-    nodes = [node for node in loaded.site.nodes if node.name in deployed]
-    return ([node.name for node in nodes],
-            [node.name for node in nodes if "control-plane" in node.roles])
-
-
 def check_removable(loaded: LoadedSite, state: StateDir, name: str) -> Node:
     """The node to remove; bad input (one line) when it is unknown or not deployed."""
-    if not any(layer.name == LAYER for layer in loaded.blueprint.layers):
-        msg = f"{loaded.site_file}: blueprint {loaded.blueprint.name} has no kubernetes layer"
-        raise BadInput(msg)
+    cluster_settings_of(loaded)
     node = next((node for node in loaded.site.nodes if node.name == name), None)
     if node is None:
         known = ", ".join(node.name for node in loaded.site.nodes)
@@ -159,10 +150,8 @@ def remove_node(
     run_id = new_run_id("remove-node")
     with state.lock():
         inventory_dir = render_inventory(loaded, state)
-        history = RunHistory(state)
         run_dir = state.run_dir(run_id)
-        history.start(run_id, loaded.site.name, "remove-node", [LAYER], run_dir)
-        try:
+        with recorded_run(state, run_id, loaded.site.name, "remove-node", [LAYER]) as history:
             # The dead node is left out of the run: no connection is tried beyond the probe.
             limit = [plan.via, plan.node] if plan.reachable else [plan.via]
             extra = {
@@ -178,19 +167,11 @@ def remove_node(
                                   state.facts_dir, secret_vars=extra, limit=",".join(limit))
             history.record_layer(run_id, REMOVE_PLAYBOOK, result.stats)
             if not result.ok:
-                first = result.failures[0] if result.failures else None
-                where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
-                msg = (f"remove-node {plan.node} failed{where}; log: {result.stdout_file}; "
-                       "the node is still recorded as deployed: fix it and run it again")
+                msg = (f"remove-node {plan.node} failed{first_failure(result)}; log: "
+                       f"{result.stdout_file}; the node is still recorded as deployed: fix it "
+                       "and run it again")
                 raise DeployFailed(msg)
             forget_node(state, plan.node)
-        except BaseException as exc:
-            history.finish(run_id, "failed", int(exit_code_of(exc)))
-            raise
-        else:
-            history.finish(run_id, "ok", ExitCode.OK)
-        finally:
-            history.close()
     return RemovalOutcome(run_id, plan, result)
 
 
