@@ -1,21 +1,21 @@
 """`blueprint remove-node SITE NODE`: drain, delete from the cluster, clean the host, forget it.
 
 Every refusal (unknown node, never deployed, etcd quorum, last control plane) comes before
-any host is touched. A node that does not answer SSH (a short probe, up front) is dead: it is
-not drained or cleaned, only its Node object (and etcd member) is deleted through a control
-plane that answers.
+any host is touched. A node at whose address nothing answers SSH (a short probe, up front:
+timeout, connection refused, no route) is dead: it is not drained or cleaned, only its Node
+object (and etcd member) is deleted through a control plane that answers. A node that answers
+but refuses the login, or shows another host key, is not dead: that stops the run, naming
+the cause.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from blueprint.deploy import NODES_FILE, deployed_nodes
+from blueprint.deploy import NODES_FILE, deployed_nodes, probe_nodes
 from blueprint.errors import BadInput, DeployFailed
 from blueprint.inventory import render_inventory
 from blueprint.kube.cluster import cluster_nodes, cluster_settings_of, first_failure
@@ -90,26 +90,20 @@ def check_removable(loaded: LoadedSite, state: StateDir, name: str) -> Node:
     return node
 
 
-def probe_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
-    """The nodes that answer SSH within PROBE_TIMEOUT; a changed host key stops the run."""
-    def answers(node: Node) -> bool:
-        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", "-o",
-               f"ConnectTimeout={PROBE_TIMEOUT}", "-o", "ConnectionAttempts=1", node.name,
-               "true"]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=PROBE_TIMEOUT * 3)
-        except subprocess.TimeoutExpired:
-            return False
-        if "IDENTIFICATION HAS CHANGED" in done.stderr or "verification failed" in done.stderr:
-            msg = (f"node {node.name} ({node.address}): host key does not match the pinned "
-                   "one; check the node before removing it")
-            raise DeployFailed(msg)
-        return done.returncode == 0
+def answering_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
+    """The nodes that answer SSH within PROBE_TIMEOUT; one that answers wrongly stops the run.
 
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
-        answered = list(pool.map(answers, nodes))
-    return {node.name for node, ok in zip(nodes, answered, strict=True) if ok}
+    Only silence at the node's address (timeout, refused, no route) makes a node dead. A
+    refused login, a missing key or a changed host key say the node is there: removing it as
+    dead would leave its agent running, and it would register itself again.
+    """
+    probes = probe_nodes(nodes, ssh_config, "true", connect_timeout=PROBE_TIMEOUT)
+    problems = [probe.reason for probe in probes if probe.reason and not probe.dead]
+    if problems:
+        msg = "\n".join([*problems, "remove-node stopped before any change: fix SSH to the "
+                          "node(s) above (a dead node is one at whose address nothing answers)"])
+        raise DeployFailed(msg)
+    return {probe.node for probe in probes if probe.ok}
 
 
 def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
@@ -121,7 +115,7 @@ def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
     render_inventory(loaded, state)  # also writes the SSH config the probe uses
     ssh_config = state.root / "ssh_config"
     probed = [node for node in loaded.site.nodes if node.name in servers or node is target]
-    healthy = probe_nodes(probed, ssh_config)
+    healthy = answering_nodes(probed, ssh_config)
     check_quorum(target.name, servers, healthy)
     via = next((server for server in servers if server != target.name and server in healthy),
                None)
