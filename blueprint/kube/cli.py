@@ -124,7 +124,10 @@ def upgrade(site: str, plan_only: bool, batch: int, pause: int, drain_timeout: i
     state = StateDir.for_site(loaded.site_dir, state_dir)
     plan = plan_upgrade(loaded, state)
     running = ", ".join(f"{node} {version}" for node, version in plan.running.items())
-    CONSOLE.print(f"upgrade: running {running}; target {plan.target}", highlight=False)
+    recorded = (f"; last upgrade recorded {plan.recorded}" if plan.recorded
+                else "; no upgrade recorded yet")
+    CONSOLE.print(f"upgrade: running {running}; target {plan.target}{recorded}",
+                  highlight=False)
     if not plan.steps:
         CONSOLE.print("upgrade: every node runs the target version; nothing to do")
         return

@@ -139,6 +139,7 @@ class UpgradePlan:
     running: dict[str, str]  # node -> version
     target: str
     steps: list[str]
+    recorded: str | None = None  # the version the last upgrade recorded, if any
 
 
 def plan_upgrade(loaded: LoadedSite, state: StateDir) -> UpgradePlan:
@@ -155,7 +156,8 @@ def plan_upgrade(loaded: LoadedSite, state: StateDir) -> UpgradePlan:
     # The oldest node is where the steps start; a node already on a step skips it.
     oldest = min(running.values(), key=parse_release)
     steps = upgrade_plan(oldest, settings.version, known_releases(settings.distribution))
-    return UpgradePlan(settings.distribution, running, settings.version, steps)
+    return UpgradePlan(settings.distribution, running, settings.version, steps,
+                       recorded_version(state))
 
 
 @dataclass
@@ -217,8 +219,15 @@ def _failure(result: PlaybookResult, version: str) -> str:
 
 
 def record_version(state: StateDir, version: str, run_id: str) -> None:
-    """Keep the version the cluster reached, for the operator and later runs."""
+    """Keep the version the cluster reached; `upgrade` prints it beside the running ones."""
     path = state.root / VERSION_FILE
     path.write_text(json.dumps({"version": version, "run": run_id}, indent=2),
                     encoding="utf-8")
 
+
+def recorded_version(state: StateDir) -> str | None:
+    """The version the last finished upgrade step reached (None before any upgrade)."""
+    path = state.root / VERSION_FILE
+    if not path.is_file():
+        return None
+    return str(json.loads(path.read_text(encoding="utf-8")).get("version") or "") or None

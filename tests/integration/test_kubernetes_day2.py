@@ -199,7 +199,7 @@ def test_upgrade_plan_prints_one_step_and_refuses_a_downgrade(day2: Day2Lab) -> 
     planned = day2.cli("upgrade", "--plan", "--batch", "2")
 
     assert planned.returncode == 0, planned.stderr
-    assert f"target {VERSION_B}" in planned.stdout
+    assert f"target {VERSION_B}; no upgrade recorded yet" in planned.stdout
     assert f"step 1: {VERSION_B}: control planes one at a time, then the other nodes 2 at" \
         in planned.stdout
     assert "step 2" not in planned.stdout
@@ -248,6 +248,7 @@ def test_second_upgrade_does_nothing_and_deploy_agrees(day2: Day2Lab) -> None:
 
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout
+    assert f"last upgrade recorded {VERSION_B}" in again.stdout
     converge = day2.cli("deploy", "--layer", "kubernetes")
     assert converge.returncode == 0, converge.stdout + converge.stderr
     assert "deploy: ok, 0 change(s)" in converge.stdout
