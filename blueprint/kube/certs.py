@@ -37,8 +37,10 @@ def renew_certificates(loaded: LoadedSite, state: StateDir) -> RenewOutcome:
                               state.root / "ssh_config")
         run_dir = state.run_dir(run_id)
         with recorded_run(state, run_id, loaded.site.name, "certs-renew", [LAYER]) as history:
+            extra = {**cluster_secrets(state, create=False),
+                     "kubernetes_certs_via": cluster.servers[0]}
             [result] = run_layers({RENEW_PLAYBOOK: []}, inventory_dir, run_dir,
-                                  state.facts_dir, secret_vars=cluster_secrets(state, create=False),
+                                  state.facts_dir, secret_vars=extra,
                                   limit=",".join(cluster.nodes))
             history.record_layer(run_id, RENEW_PLAYBOOK, result.stats)
             if not result.ok:
