@@ -119,40 +119,79 @@ NO_PYTHON, NO_PYTHON_APT = 97, 98
 DEPLOY_PROBE = f"test -x {PYTHON} || exit {NO_PYTHON}"
 PLAN_PROBE = f"{DEPLOY_PROBE}; {PYTHON} -c 'import apt_pkg' 2>/dev/null || exit {NO_PYTHON_APT}"
 
+# What ssh prints when nothing answers at the node's address: the host is down or cut off.
+# Anything else (a refused key, a changed host key, a missing key file) means the node is
+# there and the controller's side needs fixing.
+NO_ANSWER = ("timed out", "Connection refused", "No route to host", "Network is unreachable",
+             "Host is down")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One node's answer to an SSH probe: `reason` is None when it answered."""
+
+    node: str
+    reason: str | None
+    dead: bool = False  # nothing answered (timeout, refused, no route): down or cut off
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def probe_node(
+    node: Node, ssh_config: Path, command: str = DEPLOY_PROBE, *, connect_timeout: int = 10,
+) -> Probe:
+    """Open one fresh SSH session to the node and run `command`; say why it failed, if so."""
+    # A fresh connection with exactly the settings Ansible gets: never an open one.
+    cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", "-o",
+           f"ConnectTimeout={connect_timeout}", "-o", "ConnectionAttempts=1", node.name, command]
+    where = f"node {node.name} ({node.address})"
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=connect_timeout * 3)
+    except subprocess.TimeoutExpired:
+        return Probe(node.name, f"{where}: SSH did not answer within {connect_timeout * 3} s",
+                     dead=True)
+    if done.returncode == 0:
+        return Probe(node.name, None)
+    err = done.stderr
+    last = err.strip().splitlines()[-1] if err.strip() else f"exit {done.returncode}"
+    if done.returncode == NO_PYTHON:
+        return Probe(node.name, f"node {node.name}: {PYTHON} is missing, and Ansible needs it "
+                                "on every node; install python3 with the OS")
+    if done.returncode == NO_PYTHON_APT:
+        return Probe(node.name, f"node {node.name}: python3-apt is missing, and a plan needs it "
+                                "to read the package state; install it with the OS or run "
+                                "deploy --layer os_baseline")
+    if "IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
+        return Probe(node.name, f"{where}: host key does not match the pinned one; if the node "
+                                "was reinstalled, check its new key and update known_hosts")
+    if "Permission denied" in err or "Too many authentication failures" in err:
+        missing = "not accessible" in err or "No such file" in err
+        return Probe(node.name, f"{where}: SSH refused the login ({last})"
+                                + ("; the key file named in the site's ssh settings is missing"
+                                   if missing else "")
+                                + "; check the site's ssh user and key, and that the key is in "
+                                  "the node's authorized_keys")
+    if done.returncode == 255 and any(text in err for text in NO_ANSWER):
+        return Probe(node.name, f"{where}: no answer over SSH: {last}", dead=True)
+    return Probe(node.name, f"{where}: cannot connect over SSH: {last}")
+
+
+def probe_nodes(
+    nodes: list[Node], ssh_config: Path, command: str = DEPLOY_PROBE, *,
+    connect_timeout: int = 10,
+) -> list[Probe]:
+    """Probe every node in parallel (probe_node), in the order given."""
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
+        return list(pool.map(lambda node: probe_node(node, ssh_config, command,
+                                                     connect_timeout=connect_timeout), nodes))
+
 
 def check_nodes_reachable(nodes: list[Node], ssh_config: Path, *, for_plan: bool = False) -> None:
-    """Open one SSH session per node in parallel; a changed host key stops the run."""
-    def probe(node: Node) -> str | None:
-        command = PLAN_PROBE if for_plan else DEPLOY_PROBE
-        # A fresh connection with exactly the settings Ansible gets: never an open one.
-        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", node.name, command]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        except subprocess.TimeoutExpired:
-            return f"node {node.name} ({node.address}): SSH did not answer within 30 s"
-        if done.returncode == 0:
-            return None
-        err = done.stderr
-        if done.returncode == NO_PYTHON:
-            return (
-                f"node {node.name}: {PYTHON} is missing, and Ansible needs it on every node; "
-                "install python3 with the OS"
-            )
-        if done.returncode == NO_PYTHON_APT:
-            return (
-                f"node {node.name}: python3-apt is missing, and a plan needs it to read the "
-                "package state; install it with the OS or run deploy --layer os_baseline"
-            )
-        if "IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
-            return (
-                f"node {node.name} ({node.address}): host key does not match the pinned one; "
-                "if the node was reinstalled, check its new key and update known_hosts"
-            )
-        last = err.strip().splitlines()[-1] if err.strip() else f"exit {done.returncode}"
-        return f"node {node.name} ({node.address}): cannot connect over SSH: {last}"
-
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
-        problems = [p for p in pool.map(probe, nodes) if p]
+    """Open one SSH session per node in parallel; any node that fails stops the run."""
+    probes = probe_nodes(nodes, ssh_config, PLAN_PROBE if for_plan else DEPLOY_PROBE)
+    problems = [probe.reason for probe in probes if probe.reason]
     if problems:
         raise DeployFailed("\n".join(problems))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blueprint.errors import BlueprintError
+from blueprint.errors import BlueprintError, ExitCode, exit_code_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -185,3 +185,22 @@ class RunHistory:
 
     def close(self) -> None:
         self._db.close()
+
+
+@contextmanager
+def recorded_run(
+    state: StateDir, run_id: str, site: str, verb: str, layers: list[str],
+) -> Iterator[RunHistory]:
+    """A run in the history: started here, finished ok or failed (with the exit code it
+    reports) when the block ends or raises; the history is closed either way."""
+    history = RunHistory(state)
+    history.start(run_id, site, verb, layers, state.run_dir(run_id))
+    try:
+        yield history
+    except BaseException as exc:
+        history.finish(run_id, "failed", int(exit_code_of(exc)))
+        raise
+    else:
+        history.finish(run_id, "ok", ExitCode.OK)
+    finally:
+        history.close()

@@ -59,6 +59,7 @@ def _confirm(yes: bool, question: str, what: str) -> None:
 def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int,
                 state_dir: Path | None) -> None:
     """Drain NODE, delete it from the cluster, clean its host and forget it."""
+    from blueprint.kube.cluster import init_node
     from blueprint.kube.removal import plan_removal, quorum, remove_node
     from blueprint.loader import load_site
     from blueprint.state import StateDir
@@ -66,6 +67,7 @@ def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int
     loaded = load_site(site)
     state = StateDir.for_site(loaded.site_dir, state_dir)
     plan = plan_removal(loaded, state, node)
+    first = init_node(loaded)  # before any change: the note after it must not fail
     if not plan.reachable and not force:
         msg = (f"node {node} does not answer SSH: it cannot be drained or cleaned. If it is "
                "dead, run again with --force to delete it from the cluster alone")
@@ -89,7 +91,6 @@ def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int
                   + f"; log in {outcome.result.stdout_file}", highlight=False)
     CONSOLE.print(f"remove-node: now remove {node} from {loaded.site_file}: until then "
                   "deploy and scale would add it again", highlight=False)
-    first = next(n.name for n in loaded.site.nodes if "control-plane" in n.roles)
     if node == first:
         CONSOLE.print(f"remove-node: {node} was the site's first control plane: once it is out "
                       "of the site file the next one takes its part in deploy's rendering "
@@ -123,7 +124,10 @@ def upgrade(site: str, plan_only: bool, batch: int, pause: int, drain_timeout: i
     state = StateDir.for_site(loaded.site_dir, state_dir)
     plan = plan_upgrade(loaded, state)
     running = ", ".join(f"{node} {version}" for node, version in plan.running.items())
-    CONSOLE.print(f"upgrade: running {running}; target {plan.target}", highlight=False)
+    recorded = (f"; last upgrade recorded {plan.recorded}" if plan.recorded
+                else "; no upgrade recorded yet")
+    CONSOLE.print(f"upgrade: running {running}; target {plan.target}{recorded}",
+                  highlight=False)
     if not plan.steps:
         CONSOLE.print("upgrade: every node runs the target version; nothing to do")
         return

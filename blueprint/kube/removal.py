@@ -1,29 +1,30 @@
 """`blueprint remove-node SITE NODE`: drain, delete from the cluster, clean the host, forget it.
 
 Every refusal (unknown node, never deployed, etcd quorum, last control plane) comes before
-any host is touched. A node that does not answer SSH (a short probe, up front) is dead: it is
-not drained or cleaned, only its Node object (and etcd member) is deleted through a control
-plane that answers.
+any host is touched. A node at whose address nothing answers SSH (a short probe, up front:
+timeout, connection refused, no route) is dead: it is not drained or cleaned, only its Node
+object (and etcd member) is deleted through a control plane that answers. A node that answers
+but refuses the login, or shows another host key, is not dead: that stops the run, naming
+the cause.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from blueprint.deploy import NODES_FILE, deployed_nodes
-from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
+from blueprint.deploy import NODES_FILE, deployed_nodes, probe_nodes
+from blueprint.errors import BadInput, DeployFailed
 from blueprint.inventory import render_inventory
+from blueprint.kube.cluster import cluster_nodes, cluster_settings_of, first_failure
 from blueprint.kube.tokens import cluster_secrets
 from blueprint.kube.variables import LAYER
 from blueprint.loader import LoadedSite
 from blueprint.models import Node
 from blueprint.playbook import PlaybookResult, require_ansible, run_layers
-from blueprint.state import RunHistory, StateDir, new_run_id
+from blueprint.state import StateDir, new_run_id, recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,9 @@ def check_quorum(node: str, servers: list[str], healthy: set[str]) -> None:
         raise BadInput(msg)
 
 
-def cluster_nodes(loaded: LoadedSite, state: StateDir) -> tuple[list[str], list[str]]:
-    """(deployed nodes of the site's cluster, its control planes), in site-file order."""
-    deployed = set(deployed_nodes(state).get(LAYER, []))
-    nodes = [node for node in loaded.site.nodes if node.name in deployed]
-    return ([node.name for node in nodes],
-            [node.name for node in nodes if "control-plane" in node.roles])
-
-
 def check_removable(loaded: LoadedSite, state: StateDir, name: str) -> Node:
     """The node to remove; bad input (one line) when it is unknown or not deployed."""
-    if not any(layer.name == LAYER for layer in loaded.blueprint.layers):
-        msg = f"{loaded.site_file}: blueprint {loaded.blueprint.name} has no kubernetes layer"
-        raise BadInput(msg)
+    cluster_settings_of(loaded)
     node = next((node for node in loaded.site.nodes if node.name == name), None)
     if node is None:
         known = ", ".join(node.name for node in loaded.site.nodes)
@@ -99,26 +90,20 @@ def check_removable(loaded: LoadedSite, state: StateDir, name: str) -> Node:
     return node
 
 
-def probe_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
-    """The nodes that answer SSH within PROBE_TIMEOUT; a changed host key stops the run."""
-    def answers(node: Node) -> bool:
-        cmd = ["ssh", "-F", str(ssh_config), "-o", "ControlPath=none", "-o",
-               f"ConnectTimeout={PROBE_TIMEOUT}", "-o", "ConnectionAttempts=1", node.name,
-               "true"]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                                  timeout=PROBE_TIMEOUT * 3)
-        except subprocess.TimeoutExpired:
-            return False
-        if "IDENTIFICATION HAS CHANGED" in done.stderr or "verification failed" in done.stderr:
-            msg = (f"node {node.name} ({node.address}): host key does not match the pinned "
-                   "one; check the node before removing it")
-            raise DeployFailed(msg)
-        return done.returncode == 0
+def answering_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
+    """The nodes that answer SSH within PROBE_TIMEOUT; one that answers wrongly stops the run.
 
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes) or 1)) as pool:
-        answered = list(pool.map(answers, nodes))
-    return {node.name for node, ok in zip(nodes, answered, strict=True) if ok}
+    Only silence at the node's address (timeout, refused, no route) makes a node dead. A
+    refused login, a missing key or a changed host key say the node is there: removing it as
+    dead would leave its agent running, and it would register itself again.
+    """
+    probes = probe_nodes(nodes, ssh_config, "true", connect_timeout=PROBE_TIMEOUT)
+    problems = [probe.reason for probe in probes if probe.reason and not probe.dead]
+    if problems:
+        msg = "\n".join([*problems, "remove-node stopped before any change: fix SSH to the "
+                          "node(s) above (a dead node is one at whose address nothing answers)"])
+        raise DeployFailed(msg)
+    return {probe.node for probe in probes if probe.ok}
 
 
 def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
@@ -130,7 +115,7 @@ def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
     render_inventory(loaded, state)  # also writes the SSH config the probe uses
     ssh_config = state.root / "ssh_config"
     probed = [node for node in loaded.site.nodes if node.name in servers or node is target]
-    healthy = probe_nodes(probed, ssh_config)
+    healthy = answering_nodes(probed, ssh_config)
     check_quorum(target.name, servers, healthy)
     via = next((server for server in servers if server != target.name and server in healthy),
                None)
@@ -159,10 +144,8 @@ def remove_node(
     run_id = new_run_id("remove-node")
     with state.lock():
         inventory_dir = render_inventory(loaded, state)
-        history = RunHistory(state)
         run_dir = state.run_dir(run_id)
-        history.start(run_id, loaded.site.name, "remove-node", [LAYER], run_dir)
-        try:
+        with recorded_run(state, run_id, loaded.site.name, "remove-node", [LAYER]) as history:
             # The dead node is left out of the run: no connection is tried beyond the probe.
             limit = [plan.via, plan.node] if plan.reachable else [plan.via]
             extra = {
@@ -178,19 +161,11 @@ def remove_node(
                                   state.facts_dir, secret_vars=extra, limit=",".join(limit))
             history.record_layer(run_id, REMOVE_PLAYBOOK, result.stats)
             if not result.ok:
-                first = result.failures[0] if result.failures else None
-                where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
-                msg = (f"remove-node {plan.node} failed{where}; log: {result.stdout_file}; "
-                       "the node is still recorded as deployed: fix it and run it again")
+                msg = (f"remove-node {plan.node} failed{first_failure(result)}; log: "
+                       f"{result.stdout_file}; the node is still recorded as deployed: fix it "
+                       "and run it again")
                 raise DeployFailed(msg)
             forget_node(state, plan.node)
-        except BaseException as exc:
-            history.finish(run_id, "failed", int(exit_code_of(exc)))
-            raise
-        else:
-            history.finish(run_id, "ok", ExitCode.OK)
-        finally:
-            history.close()
     return RemovalOutcome(run_id, plan, result)
 
 

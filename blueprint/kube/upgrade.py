@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blueprint.artifacts import load_catalogue, resolve_binaries
-from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
-from blueprint.inventory import render_inventory, role_variables
-from blueprint.kube.removal import cluster_nodes
+from blueprint.errors import BadInput, DeployFailed
+from blueprint.inventory import render_inventory
+from blueprint.kube.cluster import cluster_nodes, deployed_cluster, first_failure
 from blueprint.kube.tokens import cluster_secrets
-from blueprint.kube.variables import LAYER, kubernetes_settings, locked_binaries
+from blueprint.kube.variables import LAYER, locked_binaries
 from blueprint.loader import LoadedSite
 from blueprint.playbook import PREFLIGHT, PlaybookResult, require_ansible, run_layers
-from blueprint.state import RunHistory, StateDir, new_run_id
+from blueprint.state import StateDir, new_run_id, recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,10 @@ VERSION_COMMAND = {"k3s": "/usr/local/bin/k3s --version",
                    "kubeadm": "/usr/local/bin/kubelet --version"}
 
 
-def running_versions(loaded: LoadedSite, state: StateDir, distribution: str) -> dict[str, str]:
-    """Each cluster node's running release, read on the node; a silent node stops the run."""
-    nodes, _ = cluster_nodes(loaded, state)
-    if not nodes:
-        msg = f"site {loaded.site.name} has no deployed cluster in {state.root}; run deploy"
-        raise BadInput(msg)
+def running_versions(
+    loaded: LoadedSite, state: StateDir, distribution: str, nodes: list[str],
+) -> dict[str, str]:
+    """Each node's running release, read on the node; a silent node stops the run."""
     render_inventory(loaded, state)  # also writes the SSH config
     ssh_config = state.root / "ssh_config"
 
@@ -141,29 +139,25 @@ class UpgradePlan:
     running: dict[str, str]  # node -> version
     target: str
     steps: list[str]
-
-    @property
-    def oldest(self) -> str:
-        return min(self.running.values(), key=parse_release)
+    recorded: str | None = None  # the version the last upgrade recorded, if any
 
 
 def plan_upgrade(loaded: LoadedSite, state: StateDir) -> UpgradePlan:
     """Read the nodes' versions and plan the steps to the site's target version."""
-    if not any(layer.name == LAYER for layer in loaded.blueprint.layers):
-        msg = f"{loaded.site_file}: blueprint {loaded.blueprint.name} has no kubernetes layer"
-        raise BadInput(msg)
-    settings = kubernetes_settings(loaded, role_variables(loaded))
-    assert settings is not None
-    running = running_versions(loaded, state, settings.distribution)
+    cluster = deployed_cluster(loaded, state)
+    settings = cluster.settings
+    running = running_versions(loaded, state, settings.distribution, cluster.nodes)
     newest = max(running.values(), key=parse_release)
     if parse_release(newest) > parse_release(settings.version):
         ahead = sorted(name for name, version in running.items() if version == newest)
         msg = (f"node {', '.join(ahead)} runs {newest}, newer than the target "
                f"{settings.version}: a downgrade is not supported")
         raise BadInput(msg)
+    # The oldest node is where the steps start; a node already on a step skips it.
     oldest = min(running.values(), key=parse_release)
     steps = upgrade_plan(oldest, settings.version, known_releases(settings.distribution))
-    return UpgradePlan(settings.distribution, running, settings.version, steps)
+    return UpgradePlan(settings.distribution, running, settings.version, steps,
+                       recorded_version(state))
 
 
 @dataclass
@@ -185,10 +179,8 @@ def run_upgrade(
     results: list[PlaybookResult] = []
     with state.lock():
         inventory_dir = render_inventory(loaded, state)
-        history = RunHistory(state)
         run_dir = state.run_dir(run_id)
-        history.start(run_id, loaded.site.name, "upgrade", [LAYER], run_dir)
-        try:
+        with recorded_run(state, run_id, loaded.site.name, "upgrade", [LAYER]) as history:
             for index, version in enumerate(plan.steps, 1):
                 log.info("Upgrading to %s (step %d of %d)", version, index, len(plan.steps))
                 binaries = resolve_binaries(loaded.site, LAYER, plan.distribution,
@@ -214,19 +206,11 @@ def run_upgrade(
                     if not result.ok:
                         raise DeployFailed(_failure(result, version))
                 record_version(state, version, run_id)
-        except BaseException as exc:
-            history.finish(run_id, "failed", int(exit_code_of(exc)))
-            raise
-        else:
-            history.finish(run_id, "ok", ExitCode.OK)
-        finally:
-            history.close()
     return UpgradeOutcome(run_id, [r for r in results if r.playbook != PREFLIGHT])
 
 
 def _failure(result: PlaybookResult, version: str) -> str:
-    first = result.failures[0] if result.failures else None
-    where = f" on {first.node}: task '{first.task}': {first.diff}" if first else ""
+    where = first_failure(result)
     if result.playbook == PREFLIGHT:
         return (f"upgrade to {version}: preflight stopped it before any change{where}; "
                 f"log: {result.stdout_file}")
@@ -235,7 +219,15 @@ def _failure(result: PlaybookResult, version: str) -> str:
 
 
 def record_version(state: StateDir, version: str, run_id: str) -> None:
-    """Keep the version the cluster reached, for the operator and later runs."""
+    """Keep the version the cluster reached; `upgrade` prints it beside the running ones."""
     path = state.root / VERSION_FILE
     path.write_text(json.dumps({"version": version, "run": run_id}, indent=2),
                     encoding="utf-8")
+
+
+def recorded_version(state: StateDir) -> str | None:
+    """The version the last finished upgrade step reached (None before any upgrade)."""
+    path = state.root / VERSION_FILE
+    if not path.is_file():
+        return None
+    return str(json.loads(path.read_text(encoding="utf-8")).get("version") or "") or None

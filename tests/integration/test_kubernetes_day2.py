@@ -9,7 +9,9 @@ The product's own path runs: `blueprint upgrade`, `certs renew` and `remove-node
 commands, their playbooks and the role's tasks, over SSH to the nodes.
 
 What this proves: the upgrade plan on the command line, a downgrade refused; A -> B with the
-control plane before the agents, every MainPID new, every node reporting B, a second upgrade
+control plane before the agents (the agents only once the server's Node is Ready again: the
+stand-in answers NotReady twice after a start, and the wait asks until it says Ready), every
+MainPID new, every node reporting B, a second upgrade
 doing nothing and a deploy after it changing nothing; `certs renew` rotating the server's
 certificates (an about-to-lapse STAND-IN certificate that validate names, then passes) and
 the agents', servers first, with a new admin kubeconfig fetched; remove-node refusing the
@@ -193,13 +195,32 @@ def _last_run(state: StateDir, verb: str) -> Path:
     return max((state.root / "runs").glob(f"*-{verb}-*"))
 
 
+READY_TASK = "Wait for the control plane's Node to be Ready."
+ETCD_TASK = "Wait for the control plane's API server to report its etcd ready."
+
+
+def _waited_until_ready(events: list[dict[str, Any]], server: str, agent_task: str) -> None:
+    """The server's Ready wait asked until the stand-in said Ready (it answers NotReady twice
+    after a start), its etcd check passed, and both came before any agent's `agent_task`."""
+    oks = [(event["event_data"]["host"], event["event_data"].get("task"),
+            event["event_data"].get("res", {})) for event in events
+           if event.get("event") == "runner_on_ok"]
+    ready = [(host, res.get("attempts")) for host, task, res in oks if task == READY_TASK]
+    assert ready == [(server, 3)]
+    tasks = [(host, task) for host, task, _ in oks]
+    assert (server, ETCD_TASK) in tasks
+    agent_steps = [index for index, (host, task) in enumerate(tasks)
+                   if host != server and task == agent_task]
+    assert agent_steps and tasks.index((server, ETCD_TASK)) < min(agent_steps)
+
+
 def test_upgrade_plan_prints_one_step_and_refuses_a_downgrade(day2: Day2Lab) -> None:
     pids = day2.main_pids()
     day2.set_version(VERSION_B)
     planned = day2.cli("upgrade", "--plan", "--batch", "2")
 
     assert planned.returncode == 0, planned.stderr
-    assert f"target {VERSION_B}" in planned.stdout
+    assert f"target {VERSION_B}; no upgrade recorded yet" in planned.stdout
     assert f"step 1: {VERSION_B}: control planes one at a time, then the other nodes 2 at" \
         in planned.stdout
     assert "step 2" not in planned.stdout
@@ -232,6 +253,8 @@ def test_upgrade_a_to_b_control_plane_first_every_service_restarted(day2: Day2La
                 and event["event_data"].get("task") == "Restart the node's Kubernetes "
                                                        "service on the new release."]
     assert restarts == [server, *agents]
+    _waited_until_ready(_events(_last_run(day2.state, "upgrade")), server,
+                        "Drain the node before its upgrade.")
     # Agents one at a time (--batch 1): one pause, between the two batches, none after.
     pauses = [event for event in _events(_last_run(day2.state, "upgrade"))
               if event.get("event") == "runner_on_ok"
@@ -248,6 +271,7 @@ def test_second_upgrade_does_nothing_and_deploy_agrees(day2: Day2Lab) -> None:
 
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stdout
+    assert f"last upgrade recorded {VERSION_B}" in again.stdout
     converge = day2.cli("deploy", "--layer", "kubernetes")
     assert converge.returncode == 0, converge.stdout + converge.stderr
     assert "deploy: ok, 0 change(s)" in converge.stdout
@@ -300,6 +324,8 @@ def test_certs_renew_rotates_the_certificates_and_fetches_a_new_kubeconfig(
                if event.get("event") == "runner_on_ok"
                and event["event_data"].get("task") == "Rotate k3s's certificates."]
     assert rotated == day2.names
+    _waited_until_ready(_events(_last_run(day2.state, "certs-renew")), server,
+                        "Rotate k3s's certificates.")
     assert sorted(day2.cluster_nodes()) == sorted(day2.names)
 
 

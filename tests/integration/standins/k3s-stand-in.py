@@ -18,6 +18,11 @@ really exercised: systemd's notify start, an active unit with a MainPID, ports, 
                              `uncordon`, `drain`, `annotate`, `delete node` on the cluster's
                              node list, a JSON file the server keeps (no pods, no etcd: a drain
                              only cordons). Elsewhere it fails as kubectl does without an API.
+                             `get node NAME -o jsonpath=...Ready...` prints the Ready
+                             condition: after each start a server's own Node answers False to
+                             the first READY_AFTER_POLLS such questions, then True, as a real
+                             node is NotReady for a moment after its API port opens.
+                             `get --raw /readyz/etcd` prints "ok" (there is no etcd).
 
 At start the server makes what k3s makes in its TLS folder (with openssl, when the node has
 it): CAs once, and the other certificates when missing or within 90 days of expiry (a
@@ -44,6 +49,7 @@ TLS = "/var/lib/rancher/k3s/server/tls"
 CAS = ("client-ca", "server-ca")
 CERTS = ("client-admin", "client-kubelet", "serving-kube-apiserver")
 RENEW_WITHIN = 90 * 86400
+READY_AFTER_POLLS = 2
 
 
 def read_config(path):
@@ -133,6 +139,10 @@ def kubectl(args):
         return 1
     words = [a for a in args if not a.startswith("-")]
     verb = words[0] if words else ""
+    if verb == "get" and words[1:2] == ["/readyz/etcd"]:
+        print("ok")
+        return 0
+    ready_query = any(word.startswith("jsonpath=") and "Ready" in word for word in words)
     if verb == "get" and words[1:2] in (["nodes"], ["node"]) and len(words) == 2:
         nodes = update_nodes(lambda nodes: dict(nodes))
         print("NAME STATUS ROLES VERSION")
@@ -152,6 +162,10 @@ def kubectl(args):
         node = nodes.get(name)
         if node is None:
             return None
+        if ready_query:
+            polls = node.get("not_ready_polls", 0)
+            node["not_ready_polls"] = max(0, polls - 1)
+            return "False" if polls else "True"
         if verb in ("cordon", "drain"):
             node["unschedulable"] = True
         elif verb == "uncordon":
@@ -166,9 +180,13 @@ def kubectl(args):
     if verb not in ("get", "cordon", "uncordon", "drain", "annotate", "delete"):
         print(f"STAND-IN kubectl: unsupported: {' '.join(args)}", file=sys.stderr)
         return 2
-    if update_nodes(change) is None:
+    answer = update_nodes(change)
+    if answer is None:
         print(f'Error from server (NotFound): nodes "{name}" not found', file=sys.stderr)
         return 1
+    if ready_query:
+        print(answer, end="")
+        return 0
     done = {"get": "", "cordon": "cordoned", "uncordon": "uncordoned", "drain": "drained",
             "annotate": "annotated", "delete": "deleted"}[verb]
     print(f"node/{name} {done}".rstrip())
@@ -231,6 +249,8 @@ def admin_kubeconfig():
 def server_main(config):
     token = config["token"]
     register(config["node-name"], "control-plane", VERSION)
+    update_nodes(lambda nodes: nodes[config["node-name"]].update(
+        not_ready_polls=READY_AFTER_POLLS))
     ensure_certificates()
     server = listen(config["node-ip"], 6443)
     write("/var/lib/rancher/k3s/server/node-token", f"K10standin::server:{token}\n", 0o600)

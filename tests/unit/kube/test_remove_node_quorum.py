@@ -1,4 +1,5 @@
-"""`blueprint remove-node`'s refusals: etcd quorum, the last control plane, bad node names."""
+"""`blueprint remove-node`'s refusals: etcd quorum, the last control plane, bad node names,
+a node that answers SSH wrongly (not dead)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blueprint.deploy import NODES_FILE
-from blueprint.errors import BadInput
-from blueprint.kube.removal import check_quorum, check_removable, forget_node, quorum
+from blueprint.deploy import NODES_FILE, Probe
+from blueprint.errors import BadInput, DeployFailed
+from blueprint.kube import removal
+from blueprint.kube.removal import (
+    answering_nodes,
+    check_quorum,
+    check_removable,
+    forget_node,
+    quorum,
+)
 from blueprint.loader import load_site
+from blueprint.models import Node
 from blueprint.state import StateDir
 
 THREE = ["cp-1", "cp-2", "cp-3"]
@@ -89,3 +98,31 @@ def test_forgetting_a_node_drops_it_from_every_layer(site: Path) -> None:
     forget_node(state, "worker-1")
     assert json.loads((state.root / NODES_FILE).read_text()) == {
         "os_baseline": ["cp-1"], "kubernetes": ["cp-1"]}
+
+
+def _probes(monkeypatch: pytest.MonkeyPatch, *probes: Probe) -> None:
+    monkeypatch.setattr(removal, "probe_nodes", lambda *args, **kwargs: list(probes))
+
+
+NODE_OBJECTS = [Node(name=name, address=f"10.0.0.{index}", roles=["worker"])
+                for index, name in enumerate(("cp-1", "worker-1"), 1)]
+
+
+def test_only_silence_at_the_address_makes_a_node_dead(monkeypatch: pytest.MonkeyPatch) -> None:
+    _probes(monkeypatch, Probe("cp-1", None),
+            Probe("worker-1", "node worker-1 (10.0.0.2): no answer over SSH: ...", dead=True))
+    assert answering_nodes(NODE_OBJECTS, Path("ssh_config")) == {"cp-1"}
+
+
+def test_a_node_that_refuses_the_login_is_an_error_not_a_dead_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = ("node worker-1 (10.0.0.2): SSH refused the login (root@10.0.0.2: Permission "
+               "denied (publickey).); check the site's ssh user and key, and that the key is "
+               "in the node's authorized_keys")
+    _probes(monkeypatch, Probe("cp-1", None), Probe("worker-1", refused))
+    with pytest.raises(DeployFailed) as stopped:
+        answering_nodes(NODE_OBJECTS, Path("ssh_config"))
+    assert str(stopped.value).splitlines() == [
+        refused, "remove-node stopped before any change: fix SSH to the node(s) above (a dead "
+                 "node is one at whose address nothing answers)"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from blueprint.errors import BadInput
-from blueprint.kube.upgrade import parse_release, upgrade_plan
+from blueprint.kube.upgrade import parse_release, record_version, recorded_version, upgrade_plan
+from blueprint.state import StateDir
 
 KNOWN = ["v1.29.9", "v1.30.2", "v1.30.10", "v1.30.4+k3s1", "v1.30.6+k3s1", "v1.31.1+k3s1"]
 
@@ -48,3 +51,10 @@ def test_k3s_steps_ignore_plain_kubernetes_releases_of_the_same_minor() -> None:
 def test_releases_order_by_number_not_by_text() -> None:
     assert parse_release("v1.31.10") > parse_release("v1.31.9")
     assert parse_release("v1.31.4+k3s2") > parse_release("v1.31.4+k3s1")
+
+
+def test_the_recorded_version_is_read_back_for_the_plan(tmp_path: Path) -> None:
+    state = StateDir.for_site(tmp_path)
+    assert recorded_version(state) is None
+    record_version(state, "v1.32.0+k3s1", "run-1")
+    assert recorded_version(state) == "v1.32.0+k3s1"
