@@ -58,6 +58,9 @@ def open_bmc(node: Node, secrets: dict[str, Any]) -> BmcClient:
     if node.bmc is None:
         msg = f"node {node.name}: has no bmc section"
         raise BadInput(msg)
+    if node.bmc.protocol == "ipmi":
+        # A missing tool is named before the credentials are looked for.
+        require_tool("ipmitool", "ipmitool")
     return connect_bmc(node.name, node.bmc, bmc_credentials(node, secrets))
 
 
