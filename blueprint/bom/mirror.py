@@ -23,6 +23,14 @@ from blueprint.bom.charts import index_lists, mirror_indexes
 from blueprint.bom.lock import LOCK_NAME, Lock, LockItem, load_lock
 from blueprint.bom.oci import MANIFEST_ACCEPT, parse_reference, registry_storage
 from blueprint.bom.serve import HELM_INDEXES
+from blueprint.bom.services import (
+    RunningServices,
+    SiteServices,
+    check_services,
+    render_configs,
+    start_services,
+    stop_services,
+)
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing
 from blueprint.loader import LoadedSite
 from blueprint.proc import require_tool
@@ -44,6 +52,10 @@ class MirrorState:
     bundle: str
     registry_pid: int | None = None
     registry_port: int | None = None
+    ntp_pid: int | None = None
+    ntp_port: int | None = None
+    dns_pid: int | None = None
+    dns_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -76,13 +88,20 @@ def _alive(pid: int, marker: bytes = b"blueprint.bom.serve") -> bool:
 
 
 def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
-          registry_port: int = REGISTRY_PORT) -> MirrorState:
+          registry_port: int = REGISTRY_PORT,
+          services: SiteServices | None = None) -> MirrorState:
     """Verify and unpack `bundle` into `folder`, then start its HTTP server (apt, files, Helm
-    repositories) and, when the bundle holds images, a registry; state by PID.
+    repositories), when the bundle holds images a registry, and the NTP and DNS servers
+    `services` asks for; state by PID.
 
     An update bundle is applied onto the mirror served from `folder` (see `apply_update`).
     """
+    services = services or SiteServices()
     if is_update_bundle(bundle):
+        if services.wanted:
+            msg = (f"{bundle}: an update bundle keeps the running mirror's address, NTP and "
+                   "DNS; to change them, stop the mirror and serve the full bundle")
+            raise BadInput(msg)
         return apply_update(bundle, public_key, folder, host, port,
                             registry_port=registry_port)
     running = load_mirror_state(folder)
@@ -90,10 +109,14 @@ def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
         msg = (f"a mirror already runs from {folder} (PID {running.pid}, {running.url}); "
                "stop it first with `blueprint mirror stop`")
         raise BadInput(msg)
+    check_services(host, services)
     root = folder / "root"
     remove_tree(root)
     extract_bundle(bundle, root, public_key)
-    return _start_mirror(folder, str(bundle), host, port, registry_port)
+    render_configs(folder, host, services)
+    return _start_mirror(folder, str(bundle), host, port, registry_port,
+                         RunningServices(ntp_port=services.ntp_port,
+                                         dns_port=services.dns_port))
 
 
 def is_update_bundle(bundle: Path) -> bool:
@@ -150,9 +173,11 @@ def apply_update(bundle: Path, public_key: Path, folder: Path, host: str, port: 
 
         # Apply: the new files, the new lock, a served listing of both bundles' files.
         running = load_mirror_state(folder)
+        services = RunningServices()
         if running is not None and _alive(running.pid):
             host, port = running.host, running.port
             registry_port = running.registry_port or registry_port
+            services = RunningServices(ntp_port=running.ntp_port, dns_port=running.dns_port)
         stop(folder)
         for entry in update["files"]:
             target = root / entry["path"]
@@ -169,12 +194,13 @@ def apply_update(bundle: Path, public_key: Path, folder: Path, host: str, port: 
     finally:
         remove_tree(scratch)
     log.info("applied update bundle %s onto the mirror in %s", bundle, folder)
-    return _start_mirror(folder, str(bundle), host, port, registry_port)
+    return _start_mirror(folder, str(bundle), host, port, registry_port, services)
 
 
 def _start_mirror(folder: Path, bundle: str, host: str, port: int,
-                  registry_port: int) -> MirrorState:
-    """Start the HTTP server and, for images, the registry, over the unpacked root."""
+                  registry_port: int, services: RunningServices) -> MirrorState:
+    """Start the HTTP server, for images the registry, over the unpacked root, then the NTP
+    and DNS servers `services` names from the configs rendered in `folder`."""
     root = folder / "root"
     lock = load_lock(root / LOCK_NAME)
 
@@ -224,10 +250,24 @@ def _start_mirror(folder: Path, bundle: str, host: str, port: int,
         except OSError:
             time.sleep(0.2)
     if not waiting:
-        return state
+        return _start_services(folder, state, services)
     stop(folder)
     msg = f"the mirror did not listen on {host}:{waiting[0][1]} within 15 s"
     raise DeployFailed(msg)
+
+
+def _start_services(folder: Path, state: MirrorState, services: RunningServices) -> MirrorState:
+    if services.ntp_port is None and services.dns_port is None:
+        return state
+    try:
+        started = start_services(folder, state.host, services.ntp_port, services.dns_port)
+    except DeployFailed:
+        stop(folder)
+        raise
+    state.ntp_pid, state.ntp_port = started.ntp_pid, started.ntp_port
+    state.dns_pid, state.dns_port = started.dns_pid, started.dns_port
+    _state_path(folder).write_text(json.dumps(state.__dict__), encoding="utf-8")
+    return state
 
 
 def _connect_host(host: str) -> str:
@@ -270,6 +310,8 @@ def stop(folder: Path) -> MirrorState | None:
     _end(state.pid, b"blueprint.bom.serve")
     if state.registry_pid is not None:
         _end(state.registry_pid, b"docker-registry")
+    stop_services(RunningServices(state.ntp_pid, state.ntp_port, state.dns_pid,
+                                  state.dns_port), folder)
     _state_path(folder).unlink()
     return state
 
