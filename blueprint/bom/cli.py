@@ -8,6 +8,7 @@ import click
 
 from blueprint.bom.apt import DEFAULT_ARCHIVE, DEFAULT_SECURITY
 from blueprint.bom.lock import build_lock, lock_path, write_lock
+from blueprint.bom.services import SiteServices
 from blueprint.console import CONSOLE
 from blueprint.errors import BadInput
 from blueprint.loader import LoadedSite, load_site
@@ -129,7 +130,8 @@ def bundle_verify(bundle_file: Path, pubkey: Path) -> None:
 
 @click.group()
 def mirror() -> None:
-    """The site mirror: serve a verified bundle to the nodes (apt, files)."""
+    """The site mirror: serve a verified bundle to the nodes (apt, files, charts, images;
+    NTP and DNS on request)."""
 
 
 folder_option = click.option(
@@ -144,21 +146,41 @@ folder_option = click.option(
 @click.option("--listen", default="0.0.0.0:3150", show_default=True, help="HOST:PORT")
 @click.option("--registry-port", default=5000, show_default=True, type=click.IntRange(1, 65535),
               help="Port of the image registry on the same host (when the bundle has images).")
+@click.option("--ntp", is_flag=True,
+              help="Also serve this host's clock over NTP (chronyd) on the --listen address.")
+@click.option("--ntp-port", default=123, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--dns", "dns_site", metavar="SITE", default=None,
+              help="Also answer DNS (dnsmasq) on the --listen address: SITE's node names "
+                   "and the mirror's own name; nothing else unless --dns-upstream.")
+@click.option("--dns-port", default=53, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--dns-upstream", multiple=True, metavar="ADDRESS",
+              help="A DNS server to forward other names to (repeatable; default: none).")
+@click.option("--mirror-name", default=None,
+              help="The mirror's own name in DNS (default: this host's short name).")
 @folder_option
 def mirror_serve(bundle_file: Path, pubkey: Path, listen: str, registry_port: int,
+                 ntp: bool, ntp_port: int, dns_site: str | None, dns_port: int,
+                 dns_upstream: tuple[str, ...], mirror_name: str | None,
                  folder: Path) -> None:
     """Verify BUNDLE, then serve it in the background (stop with `mirror stop`): apt, files,
-    Helm repositories at /helm/<repository>, and its images from a registry. An update bundle
-    is applied onto the mirror served from --folder (its base must be the served lock)."""
+    Helm repositories at /helm/<repository>, and its images from a registry; on request NTP
+    and DNS for sites that have neither. An update bundle is applied onto the mirror served
+    from --folder (its base must be the served lock)."""
     from blueprint.bom.mirror import is_update_bundle, serve
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         msg = f"--listen {listen}: expected HOST:PORT, e.g. 10.20.0.2:3150"
         raise BadInput(msg)
+    if (dns_upstream or mirror_name) and dns_site is None:
+        msg = "--dns-upstream and --mirror-name are settings of --dns SITE, which is not given"
+        raise BadInput(msg)
+    services = site_services(host, ntp_port if ntp else None, dns_site, dns_port,
+                             list(dns_upstream), mirror_name)
     folder.mkdir(parents=True, exist_ok=True)
     update = is_update_bundle(bundle_file)
-    state = serve(bundle_file, pubkey, folder, host, int(port), registry_port=registry_port)
+    state = serve(bundle_file, pubkey, folder, host, int(port), registry_port=registry_port,
+                  services=services)
     if update:
         CONSOLE.print(f"mirror: applied update bundle {bundle_file} onto {folder}",
                       highlight=False)
@@ -167,12 +189,44 @@ def mirror_serve(bundle_file: Path, pubkey: Path, listen: str, registry_port: in
     if state.registry_pid is not None:
         CONSOLE.print(f"mirror: images on {host}:{state.registry_port} (docker-registry, PID "
                       f"{state.registry_pid}, read-only; plain HTTP)", highlight=False)
+    if state.ntp_pid is not None:
+        CONSOLE.print(f"mirror: NTP on {host}:{state.ntp_port}/udp (chronyd, PID "
+                      f"{state.ntp_pid}, this host's clock at stratum 10)", highlight=False)
+    if state.dns_pid is not None:
+        CONSOLE.print(f"mirror: DNS on {host}:{state.dns_port} (dnsmasq, PID "
+                      f"{state.dns_pid})", highlight=False)
+
+
+def site_services(host: str, ntp_port: int | None, dns_site: str | None, dns_port: int,
+                  upstreams: list[str], mirror_name: str | None) -> SiteServices:
+    """The NTP and DNS the mirror serves; DNS names come from the site file."""
+    import socket
+
+    from blueprint.models.site import DNS_LABEL
+
+    if dns_site is None:
+        return SiteServices(ntp_port=ntp_port)
+    site = load_site(dns_site).site
+    name = mirror_name or socket.gethostname().split(".")[0].lower()
+    if not DNS_LABEL.match(name):
+        msg = (f"--mirror-name {name}: not a DNS label; use lower-case letters, digits and "
+               "'-' (this host's name is not one: give --mirror-name)")
+        raise BadInput(msg)
+    records = {node.name: str(node.address) for node in site.nodes}
+    if name in records:
+        msg = (f"--mirror-name {name}: node {name} of {dns_site} has that name; give the "
+               "mirror another")
+        raise BadInput(msg)
+    records[name] = host
+    domain = site.provision.domain if site.provision else None
+    return SiteServices(ntp_port=ntp_port, dns_port=dns_port, dns_records=records,
+                        dns_domain=domain, dns_upstreams=upstreams)
 
 
 @mirror.command("stop")
 @folder_option
 def mirror_stop(folder: Path) -> None:
-    """Stop the mirror started from --folder, by its PID."""
+    """Stop the mirror started from --folder (and its NTP and DNS servers), by PID."""
     from blueprint.bom.mirror import stop
 
     state = stop(folder)
