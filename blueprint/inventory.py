@@ -122,6 +122,9 @@ def role_variables(loaded: LoadedSite) -> dict[str, Any]:
             mirror_.model_dump() for mirror_ in site.artifacts.registry_mirrors
         ],
     })
+    # Only when the site names some: a blueprint's own time servers stay otherwise.
+    if site.network.time_servers:
+        variables["os_baseline_time_servers"] = list(site.network.time_servers)
     layers = [layer.name for layer in loaded.blueprint.layers]
     variables.update(repository_variables(site, layers))
     variables.update(site.overrides)

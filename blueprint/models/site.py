@@ -205,6 +205,20 @@ class Network(StrictModel):
     https_proxy: str | None = None
     no_proxy: list[str] = Field(default_factory=list)
     extra_ca: list[Path] = Field(default_factory=list, description="PEM files of extra CAs")
+    time_servers: list[str] = Field(
+        default_factory=list,
+        description="NTP servers of the nodes (e.g. the address `blueprint mirror serve --ntp` "
+        "listens on); empty keeps the OS's own",
+    )
+
+    @field_validator("time_servers")
+    @classmethod
+    def _time_servers_are_hosts(cls, servers: list[str]) -> list[str]:
+        for server in servers:
+            if not re.match(r"^[A-Za-z0-9.:-]+$", server):
+                msg = f"time server '{server}' is not a host name or an address"
+                raise ValueError(msg)
+        return servers
 
     @field_validator("extra_ca")
     @classmethod

@@ -41,6 +41,7 @@ def test_full_site_renders_inventory_groups_and_role_variables(tmp_path: Path) -
     assert sorted(hosts["children"]["gpu"]["hosts"]) == ["edge-2"]
     variables = yaml.safe_load((inventory_dir / "group_vars" / "all.yml").read_text())
     assert variables["os_baseline_apt_proxy"] == "http://10.20.0.1:3142"
+    assert variables["os_baseline_time_servers"] == ["10.20.0.1"]
     assert variables["os_baseline_http_proxy"] == "http://proxy.example:3128"
     assert variables["os_baseline_admin_user"] == "edgeops"
     assert variables["os_baseline_admin_authorized_keys"] == [
