@@ -183,3 +183,40 @@ def test_dns_forwards_only_to_the_upstreams_given(tmp_path: Path, bundle: Path,
     finally:
         blueprint("mirror", "stop", "--folder", str(folder))
     assert not pid_alive(state["dns_pid"])
+
+
+def test_an_update_restarts_time_and_names_as_they_were(
+        tmp_path: Path, standin_release: StandInRelease, keys: KeyPair) -> None:
+    from blueprint.bom.mirror import serve, stop
+    from blueprint.bom.services import SiteServices
+    from blueprint.errors import BadInput
+
+    site = tmp_path / "site"
+    old_lock = standin_lock(site, standin_release, ["alpha"])
+    kept = tmp_path / "old.lock.yaml"
+    kept.write_text(old_lock.read_text())
+    full = build_bundle(old_lock, tmp_path / "full.tar", keys.secret, tmp_path / "cache")
+    folder = tmp_path / "mirror"
+    services = SiteServices(ntp_port=free_port(), dns_port=free_port(),
+                            dns_records={"n1": "10.9.0.11", "depot": "127.0.0.1"})
+    state = serve(full.path, keys.public, folder, "127.0.0.1", free_port(), services=services)
+    try:
+        new_lock = standin_lock(site, standin_release, ["alpha", "beta"])
+        update = build_bundle(new_lock, tmp_path / "u.tar", keys.secret, tmp_path / "cache",
+                              since=kept).path
+
+        # Service options with an update are refused; the running mirror is left as it was.
+        with pytest.raises(BadInput, match="keeps the running mirror's address, NTP and DNS"):
+            serve(update, keys.public, folder, "127.0.0.1", free_port(), services=services)
+        assert pid_alive(state.ntp_pid) and pid_alive(state.dns_pid)
+
+        applied = serve(update, keys.public, folder, "127.0.0.1", free_port())
+        assert (applied.ntp_port, applied.dns_port) == (state.ntp_port, state.dns_port)
+        assert applied.ntp_pid != state.ntp_pid and applied.dns_pid != state.dns_pid
+        assert not pid_alive(state.ntp_pid) and not pid_alive(state.dns_pid)
+        assert applied.dns_port is not None and applied.ntp_port is not None
+        assert dig(applied.dns_port, "n1") == ("NOERROR", "10.9.0.11")
+        assert sntp(applied.ntp_port)[:2] == (4, 10)
+    finally:
+        stop(folder)
+    assert not pid_alive(applied.ntp_pid) and not pid_alive(applied.dns_pid)
