@@ -58,7 +58,12 @@ def _confirm(yes: bool, question: str, what: str) -> None:
               help="State folder (default: .state/ beside the site file).")
 def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int,
                 state_dir: Path | None) -> None:
-    """Drain NODE, delete it from the cluster, clean its host and forget it."""
+    """Drain NODE, delete it from the cluster, clean its host and forget it.
+
+    Refuses, before any change, to remove the last control plane or a control plane whose
+    removal would leave etcd without quorum. Removing the node from the site file stays
+    yours to do afterwards.
+    """
     from blueprint.kube.cluster import init_node
     from blueprint.kube.removal import plan_removal, quorum, remove_node
     from blueprint.loader import load_site

@@ -141,7 +141,8 @@ def validate(site: str | None, state_dir: Path | None, kubeconfig: Path | None,
     mandatory_skipped = sum(1 for r in report.results
                             if r.mandatory and str(r.status) in ("skipped", "not_applicable"))
     if mandatory_skipped:
-        summary += f"; {mandatory_skipped} mandatory results not run here, see the report"
+        summary += (f"; {mandatory_skipped} mandatory results skipped or not applicable here, "
+                    "each with its reason in the report")
     for check_id, node in sorted(report.failed_checks() | report.errored_checks()):
         CONSOLE.print(f"  failed: {check_id} on {node}", highlight=False)
     if compare:
