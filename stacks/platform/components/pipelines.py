@@ -92,10 +92,22 @@ def with_site_registry(kind: str, obj: dict[str, Any], platform: Platform) -> di
 
 def site_registry_transform(platform: Platform) -> pulumi.ResourceTransform:
     """A transform for a release manifest's objects: `with_site_registry` on each."""
+    # The pull secret with the site's login can only be written into the manifest's own
+    # namespace once the manifest has made it; waiting for the pods to be ready first would
+    # wait for ever on images they cannot pull yet. Their pulls are retried and succeed
+    # once the secret is there.
+    # TODO: verify on a cluster with a registry that needs a login.
+    late_secret = bool(platform.config.registry_auth and platform.pull_secret)
+
     def transform(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult:
         kind = args.type_.rsplit(":", 1)[-1]
-        return pulumi.ResourceTransformResult(
-            props=with_site_registry(kind, dict(args.props), platform), opts=args.opts)
+        props = with_site_registry(kind, dict(args.props), platform)
+        if late_secret and kind in POD_SPECS:
+            props = copy.deepcopy(props)
+            metadata = props.setdefault("metadata", {})
+            metadata["annotations"] = {**(metadata.get("annotations") or {}),
+                                       "pulumi.com/skipAwait": "true"}
+        return pulumi.ResourceTransformResult(props=props, opts=args.opts)
 
     return transform
 

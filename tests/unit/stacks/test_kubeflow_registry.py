@@ -99,12 +99,12 @@ def _images(obj: Any) -> list[str]:
     return found
 
 
-def _platform(registry: dict[str, Any]) -> Platform:
+def _platform(registry: dict[str, Any], registry_auth: str | None = None) -> Platform:
     def edit(layer: dict[str, Any]) -> None:
         layer["options"]["pipelines"] = {"engine": "kubeflow-pipelines"}
         layer["options"]["registry"] = registry
 
-    return Platform(config=make_config(edit))
+    return Platform(config=make_config(edit, registry_auth=registry_auth))
 
 
 def _transformed(platform: Platform, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +139,18 @@ def test_without_an_override_the_manifest_is_left_as_released() -> None:
     platform = _platform({})
     for kind, obj in OBJECTS:
         assert _transformed(platform, kind, obj) == obj
+
+
+def test_with_a_registry_login_the_pods_are_not_awaited_before_their_pull_secret() -> None:
+    auth = '{"auths": {"registry.site.lan:5000": {"auth": "c3RhbmQ6aW4="}}}'
+    with_login = _platform({"override": OVERRIDE}, registry_auth=auth)
+    changed = _transformed(with_login, *OBJECTS[0])
+    assert changed["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    assert changed["spec"]["template"]["spec"]["imagePullSecrets"] == [
+        {"name": "platform-registry"}]
+    without = _transformed(_platform({"override": OVERRIDE, "pull_secret": "site-registry"}),
+                           *OBJECTS[0])
+    assert "annotations" not in without["metadata"]
 
 
 def test_objects_without_pods_are_left_alone() -> None:
