@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from blueprint.secrets import REDACTOR
 
@@ -83,3 +84,99 @@ class DeployProgress:
         for node, counts in self.counts.items():
             table.add_row(node, *(str(counts[column]) for column in COLUMNS))
         return table
+
+
+# What each Pulumi step did, in the platform table's columns; steps not named count as ok.
+PLATFORM_COLUMNS = ("ok", "created", "updated", "replaced", "deleted", "failed")
+OP_COLUMN = {"create": "created", "update": "updated", "replace": "replaced",
+             "create-replacement": "replaced", "delete": "deleted", "delete-replaced": "deleted"}
+# The program's components: type tokens edge:platform:<Name> (stacks/platform/common.py).
+COMPONENT_TYPE = "edge:platform:"
+
+
+def component_of(urn: str) -> str:
+    """The platform component a resource belongs to, from its URN's type chain
+    (`urn:pulumi:STACK::PROJECT::edge:platform:Access$kubernetes:...::NAME` is Access);
+    resources outside every component (the stack, providers) are `stack`."""
+    parts = urn.split("::")
+    chain = parts[2] if len(parts) > 3 else ""
+    for item in chain.split("$"):
+        if item.startswith(COMPONENT_TYPE):
+            return item.removeprefix(COMPONENT_TYPE).lower()
+    return "stack"
+
+
+class PlatformProgress:
+    """The platform layer's `pulumi up` as the Ansible layers show theirs: a rich live table
+    on a terminal (steps per component, the current step), one line and failures otherwise."""
+
+    def __init__(self, console: Console, stack: str, verb: str = "up") -> None:
+        self.console = console
+        self.stack = stack
+        self.verb = verb
+        self.step = ""
+        self.counts: dict[str, dict[str, int]] = {}
+        self._live: Live | None = None
+
+    def __enter__(self) -> PlatformProgress:
+        if self.console.is_terminal:
+            self._live = Live(self._table(), console=self.console, refresh_per_second=4,
+                              transient=True)
+            self._live.__enter__()
+        else:
+            self.console.print(f"[bold]layer platform[/bold]: pulumi {self.verb} of stack "
+                               f"{self.stack}")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.__exit__(kind, value, traceback)
+
+    def on_event(self, event: Any) -> None:
+        """One engine event of the Automation API (pulumi.automation.EngineEvent)."""
+        started = getattr(event, "resource_pre_event", None)
+        done = getattr(event, "res_outputs_event", None)
+        failed = getattr(event, "res_op_failed_event", None)
+        diagnostic = getattr(event, "diagnostic_event", None)
+        if started is not None:
+            meta = started.metadata
+            self.step = f"{_op(meta.op)} {meta.urn.rsplit('::', 1)[-1]} ({meta.type})"
+            self._row(meta.urn)
+        elif done is not None:
+            meta = done.metadata
+            self._row(meta.urn)[OP_COLUMN.get(_op(meta.op), "ok")] += 1
+        elif failed is not None:
+            self._row(failed.metadata.urn)["failed"] += 1
+        elif diagnostic is not None and diagnostic.severity == "error":
+            lines = str(diagnostic.message).strip().splitlines()
+            first = REDACTOR.redact(lines[0]) if lines else ""
+            where = (diagnostic.urn or "").rsplit("::", 1)[-1] or self.stack
+            # As text, not markup: the engine's messages may hold brackets.
+            self.console.print(Text.assemble(("failed", "red"), f" platform {where}: {first}"),
+                               highlight=False)
+        self._refresh()
+
+    def _row(self, urn: str) -> dict[str, int]:
+        component = component_of(urn)
+        if component not in self.counts:
+            self.counts[component] = dict.fromkeys(PLATFORM_COLUMNS, 0)
+        return self.counts[component]
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+
+    def _table(self) -> Table:
+        table = Table(title=f"layer platform: {self.step}", title_justify="left")
+        table.add_column("component")
+        for column in PLATFORM_COLUMNS:
+            table.add_column(column, justify="right")
+        for component, counts in self.counts.items():
+            table.add_row(component, *(str(counts[column]) for column in PLATFORM_COLUMNS))
+        return table
+
+
+def _op(op: Any) -> str:
+    """An operation's name: the engine's JSON gives a plain string, the SDK an OpType."""
+    return str(getattr(op, "value", op))

@@ -227,6 +227,9 @@ class PipelinesOptions(StrictModel):
 
 class ServingOptions(StrictModel):
     deployment_mode: str = "RawDeployment"
+    # InferenceServices in edge-serving published behind the login, each at
+    # <name>-edge-serving.<domain> (KServe's own ingress creation is off).
+    published_models: list[str] = Field(default_factory=list)
 
     @field_validator("deployment_mode")
     @classmethod
@@ -236,6 +239,16 @@ class ServingOptions(StrictModel):
                    "install; use RawDeployment")
             raise ValueError(msg)
         return "RawDeployment"
+
+    @field_validator("published_models")
+    @classmethod
+    def _dns_labels(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[a-z]([-a-z0-9]{0,41}[a-z0-9])?", name):
+                msg = (f"published_models: '{name}' is not an InferenceService name; use "
+                       "lower-case letters, digits and '-', starting with a letter")
+                raise ValueError(msg)
+        return names
 
 
 class FlowerOptions(StrictModel):

@@ -18,6 +18,7 @@ from blueprint.loader import LoadedSite
 from blueprint.platform.config import PlatformConfig
 from blueprint.platform.endpoints import write_endpoints
 from blueprint.platform.resolve import platform_config
+from blueprint.progress import PlatformProgress
 from blueprint.secrets import generated_secret
 from blueprint.state import StateDir
 
@@ -127,16 +128,6 @@ def _site_stack(ready: PlatformReady, state: StateDir) -> Any:
     return stack
 
 
-def _progress(console: Console) -> Any:
-    def on_event(event: Any) -> None:
-        step = getattr(event, "resource_pre_event", None)
-        if step is not None:
-            console.print(f"  platform: {step.metadata.op} {step.metadata.type} "
-                          f"{step.metadata.urn.rsplit('::', 1)[-1]}", highlight=False,
-                          markup=False)
-    return on_event
-
-
 def _failure(verb: str, site: str, exc: Exception) -> DeployFailed:
     last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     return DeployFailed(f"layer platform failed: pulumi {verb} of stack {site}: {last}; "
@@ -154,7 +145,8 @@ def deploy_platform(ready: PlatformReady, state: StateDir, console: Console) -> 
         raise DeployFailed(msg)
     stack = _site_stack(ready, state)
     try:
-        result = stack.up(on_event=_progress(console), color="never")
+        with PlatformProgress(console, ready.config.site) as progress:
+            result = stack.up(on_event=progress.on_event, color="never")
     except auto.CommandError as exc:
         raise _failure("up", ready.config.site, exc) from None
     ready.outputs = sorted(result.outputs)
@@ -180,7 +172,8 @@ def preview_platform(ready: PlatformReady, state: StateDir, console: Console) ->
 
     stack = _site_stack(ready, state)
     try:
-        result = stack.preview(on_event=_progress(console), color="never")
+        with PlatformProgress(console, ready.config.site, "preview") as progress:
+            result = stack.preview(on_event=progress.on_event, color="never")
     except auto.CommandError as exc:
         raise _failure("preview", ready.config.site, exc) from None
     return _op_counts(result.change_summary)

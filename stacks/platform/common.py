@@ -32,6 +32,17 @@ def split_image(ref: str) -> tuple[str, str, str]:
     return registry, path, tag
 
 
+def canonical_image(ref: str) -> str:
+    """A reference as a release manifest may write it (`mysql:8.0`, `org/app`), spelled in
+    full with the container runtime's defaults: docker.io, library/, latest."""
+    first, _, rest = ref.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        first, rest = "docker.io", ref if "/" in ref else f"library/{ref}"
+    if "@" not in rest and ":" not in rest.rsplit("/", 1)[-1]:
+        rest = f"{rest}:latest"
+    return f"{first}/{rest}"
+
+
 def override_registry(ref: str, registry: str | None) -> str:
     """The same image from the site's registry: its path and tag kept, its host replaced."""
     if not registry:
@@ -179,14 +190,24 @@ class ComponentNamespace(pulumi.ComponentResource):
     """A component's namespace with its quota, default requests and ingress policy."""
 
     def __init__(self, name: str, platform: Platform, component: str,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 opts: pulumi.ResourceOptions | None = None, *,
+                 made_by: pulumi.Resource | None = None, namespace: str | None = None,
+                 open_ports: Sequence[int] | None = None) -> None:
+        """`made_by`: the namespace `namespace` is made by that resource (a release's
+        manifest), which this then waits for instead of making it."""
         super().__init__(type_token("ComponentNamespace"), name, None, opts)
-        self.name = f"edge-{component}"
+        self.name = namespace or f"edge-{component}"
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app.kubernetes.io/part-of": "edge-platform",
                   "edge.platform/component": component}
-        self.namespace = k8s.core.v1.Namespace(
-            f"{name}-ns", metadata={"name": self.name, "labels": labels}, opts=child)
+        self.namespace: pulumi.Resource
+        if made_by is None:
+            made = k8s.core.v1.Namespace(
+                f"{name}-ns", metadata={"name": self.name, "labels": labels}, opts=child)
+            platform.namespaces[component] = made
+            self.namespace = made
+        else:
+            self.namespace = made_by
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
 
         quota = default_quota(platform, component)
@@ -215,13 +236,14 @@ class ComponentNamespace(pulumi.ComponentResource):
                   "ingress": [{"from": [{"podSelector": {}}, *peers]}]},
             opts=in_ns,
         )
-        if component in OPEN_PORTS:
+        ports = OPEN_PORTS.get(component, ()) if open_ports is None else open_ports
+        if ports:
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-open-ports",
                 metadata={"name": "webhooks-and-entry-points", "namespace": self.name},
                 spec={"podSelector": {}, "policyTypes": ["Ingress"],
                       "ingress": [{"ports": [{"port": port, "protocol": "TCP"}
-                                             for port in OPEN_PORTS[component]]}]},
+                                             for port in ports]}]},
                 opts=in_ns,
             )
         if platform.config.registry_auth and platform.pull_secret:
@@ -233,7 +255,6 @@ class ComponentNamespace(pulumi.ComponentResource):
                 string_data={".dockerconfigjson": auth},
                 opts=in_ns,
             )
-        platform.namespaces[component] = self.namespace
         self.register_outputs({"name": self.name})
 
 

@@ -207,7 +207,8 @@ def test_no_token_reaches_the_deploys_output_or_logs(
     monkeypatch.setattr(platform_deploy, "_site_stack",
                         lambda ready, state: FakeStack(recorded_outputs(hub, account)))
     state = StateDir(tmp_path)
-    ready = platform_deploy.PlatformReady(config=None,  # type: ignore[arg-type]
+    # Only the site's name is read from the config (for the progress line).
+    ready = platform_deploy.PlatformReady(config=SimpleNamespace(site="edge1"),  # type: ignore[arg-type]
                                           pulumi=Path("/usr/bin/pulumi"),
                                           kubeconfig=kubeconfig(tmp_path / "kubeconfig"))
     printed = io.StringIO()

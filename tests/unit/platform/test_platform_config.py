@@ -36,6 +36,9 @@ def test_the_ai_edge_platform_layer_loads() -> None:
      "image 'scipy-notebook' is not a pinned reference"),
     ("serving: {deployment_mode: RawDeployment}", "serving: {deployment_mode: Serverless}",
      "deployment_mode 'Serverless' needs Knative"),
+    ("serving: {deployment_mode: RawDeployment}",
+     "serving: {deployment_mode: RawDeployment, published_models: [Iris]}",
+     "published_models: 'Iris' is not an InferenceService name"),
     ("          - {name: local-path, kind: local-path, default: true}",
      "          - {name: local-path, kind: local-path, default: true}\n"
      "          - {name: shared, kind: nfs}",

@@ -111,7 +111,7 @@ def test_a_second_stack_setup_keeps_the_passphrase(tmp_path: Path,
     assert recorded["opts"].env_vars["PULUMI_CONFIG_PASSPHRASE"] == first
 
 
-def test_deploy_shows_each_resource_step_as_progress(
+def test_deploy_shows_its_progress_like_the_ansible_layers(
         tmp_path: Path, recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
@@ -123,8 +123,9 @@ def test_deploy_shows_each_resource_step_as_progress(
 
     platform_deploy.deploy_platform(ready, StateDir(tmp_path), Console(file=printed, width=200))
 
-    assert printed.getvalue() == (
-        "  platform: create kubernetes:core/v1:Namespace gpu-space-ns\n")
+    # Off a terminal: one line for the layer, no line per resource step (see
+    # test_platform_progress.py for the table).
+    assert printed.getvalue() == "layer platform: pulumi up of stack edge1\n"
 
 
 def test_plan_with_the_cli_previews_the_same_stack(tmp_path: Path,

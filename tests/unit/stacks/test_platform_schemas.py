@@ -40,6 +40,8 @@ def _external_sso_worker_supernodes_mig(layer: dict[str, Any]) -> None:
     options["flower"] = {"supernode_roles": ["gpu", "worker"]}
     options["gpu"] = {"sharing": "mig", "mig_strategy": "mixed"}
     options["registry"] = {"override": "registry.site.lan:5000"}
+    options["serving"] = {"published_models": ["iris"]}
+    options["pipelines"] = {"engine": "kubeflow-pipelines"}
 
 
 HUB = {"domain": "edge1.example.net", "load_balancer_addresses": ["10.20.0.200-10.20.0.220"],

@@ -252,7 +252,17 @@ def _chart_key(config: PlatformConfig, inputs: dict[str, Any]) -> str:
     return next(key for key, item in config.charts.items() if item.chart == chart)
 
 
-def test_every_endpoint_needs_a_login(default_run: ProgramRun, checked: Checked) -> None:
+def _kubeflow_and_a_published_model(layer: dict[str, Any]) -> None:
+    layer["options"]["pipelines"] = {"engine": "kubeflow-pipelines"}
+    layer["options"]["serving"] = {"published_models": ["iris"]}
+
+
+@pytest.mark.parametrize(("variation", "protected"), [("ai-edge", 4),
+                                                      ("kubeflow, a published model", 5)])
+def test_every_endpoint_needs_a_login(program_runs: Runs, checked: Checked, variation: str,
+                                      protected: int) -> None:
+    edit = _kubeflow_and_a_published_model if variation != "ai-edge" else None
+    default_run = program_runs(make_config(edit))
     everything = default_run.by_type("kubernetes:networking.k8s.io/v1:Ingress")
     # Only JupyterHub's API paths skip oauth2-proxy: the hub checks its own tokens there.
     own_login = [item for item in everything
@@ -260,7 +270,7 @@ def test_every_endpoint_needs_a_login(default_run: ProgramRun, checked: Checked)
                  == "application"]
     checked.that([item.name for item in own_login] == ["jupyterhub-api"])
     ingresses = [item for item in everything if item not in own_login]
-    checked.that(len(ingresses) == 4)
+    checked.that(len(ingresses) == protected, str([item.name for item in ingresses]))
     for item in ingresses:
         annotations = item.inputs["metadata"]["annotations"]
         checked.that("oauth2-proxy" in annotations["nginx.ingress.kubernetes.io/auth-url"],
@@ -271,11 +281,34 @@ def test_every_endpoint_needs_a_login(default_run: ProgramRun, checked: Checked)
         ingress = release.inputs.get("values", {}).get("ingress", {})
         if ingress.get("enabled"):
             checked.that(release.name in ("access-dex", "access-oauth2-proxy"), release.name)
+    # KServe would make an Ingress per InferenceService without the login: it makes none,
+    # and each published model gets one of the platform's protected ingresses instead.
+    gateway = values(default_run, "serving-kserve")["kserve"]["controller"]["gateway"]
+    checked.that(gateway["disableIngressCreation"] is True)
+    checked.that(gateway["ingressGateway"]["className"] == "nginx")
     hub = values(default_run, "notebooks-jupyterhub")["hub"]["config"]
     checked.that(hub["JupyterHub"]["authenticator_class"] == "generic-oauth")
     grafana = values(default_run, "monitoring-prometheus")["grafana"]["grafana.ini"]
     checked.that(grafana["auth.generic_oauth"]["enabled"] is True)
     checked.that(grafana["auth"]["disable_login_form"] is True)
+
+
+def test_a_published_model_is_served_behind_the_login_at_kserves_host(
+        program_runs: Runs, checked: Checked) -> None:
+    run = program_runs(make_config(_kubeflow_and_a_published_model))
+    model = run.by_name("model-iris")
+    spec = model.inputs["spec"]
+    host = "iris-edge-serving.edge1.example.net"
+    checked.that(model.inputs["metadata"]["namespace"] == "edge-serving")
+    checked.that(spec["rules"][0]["host"] == host)
+    checked.that(spec["tls"][0]["hosts"] == [host])
+    backend = spec["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    checked.that(backend == {"name": "iris-predictor", "port": {"number": 80}})
+    checked.that(run.by_name("serving-kserve").urn in model.dependencies)
+    # KServe's domain template gives the InferenceService the same host.
+    gateway = values(run, "serving-kserve")["kserve"]["controller"]["gateway"]
+    checked.that(gateway["domain"] == "edge1.example.net")
+    checked.that(gateway["urlScheme"] == "https")
 
 
 def test_monitoring_selects_other_releases_monitors_and_has_gpu_dashboards(
