@@ -7,6 +7,7 @@ registration with its own inputs, and generated passwords get a stand-in value.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,17 @@ def releases(run: ProgramRun) -> list[Any]:
 
 
 EXAMPLE_SITE = Path(__file__).resolve().parents[3] / "inventory" / "example-site"
+
+
+RUN_FIXTURES = {"default_run", "program_runs"}
+
+
+def require_checked(item: pytest.Item) -> None:
+    """A test that reads a program run must count its checks (the `checked` fixture),
+    whether it takes the run from a fixture or runs the program itself."""
+    names = set(getattr(item, "fixturenames", ()))
+    function = getattr(item, "function", None)
+    runs_itself = function is not None and "run_program(" in inspect.getsource(function)
+    if (names & RUN_FIXTURES or runs_itself) and "checked" not in names:
+        pytest.fail(f"{item.nodeid} reads a program run without the `checked` counter, so "
+                    "nothing would prove its assertions ran")

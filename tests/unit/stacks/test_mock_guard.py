@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pulumi
 import pytest
-from conftest import pytest_runtest_setup
-from platform_helpers import Checked, make_config
+from platform_helpers import Checked, make_config, require_checked
 
 from blueprint.platform.preview import ProgramRun, run_program
 
@@ -36,4 +35,4 @@ def test_a_test_that_runs_the_program_itself_must_count_its_checks() -> None:
         function = staticmethod(_runs_the_program_and_checks_nothing)
 
     with pytest.raises(pytest.fail.Exception, match="without the `checked` counter"):
-        pytest_runtest_setup(Item())  # type: ignore[arg-type]
+        require_checked(Item())  # type: ignore[arg-type]
