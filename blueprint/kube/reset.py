@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 
 from blueprint.deploy import check_nodes_reachable, mark_nodes
-from blueprint.errors import BadInput, DeployFailed, ExitCode, exit_code_of
+from blueprint.errors import BadInput, DeployFailed
 from blueprint.inventory import render_inventory
 from blueprint.kube.tokens import read_state_vault, write_state_vault
 from blueprint.kube.variables import LAYER
 from blueprint.loader import LoadedSite
 from blueprint.playbook import PlaybookResult, require_ansible, run_layers
-from blueprint.state import RunHistory, StateDir, new_run_id
+from blueprint.state import StateDir, new_run_id, recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,8 @@ def reset_kubernetes(loaded: LoadedSite, state: StateDir) -> ResetOutcome:
     with state.lock():
         inventory_dir = render_inventory(loaded, state)
         check_nodes_reachable(loaded.site.nodes, state.root / "ssh_config")
-        history = RunHistory(state)
         run_dir = state.run_dir(run_id)
-        history.start(run_id, loaded.site.name, "reset", [LAYER], run_dir)
-        try:
+        with recorded_run(state, run_id, loaded.site.name, "reset", [LAYER]) as history:
             [result] = run_layers({RESET_PLAYBOOK: []}, inventory_dir, run_dir, state.facts_dir)
             history.record_layer(run_id, RESET_PLAYBOOK, result.stats)
             if not result.ok:
@@ -57,11 +55,4 @@ def reset_kubernetes(loaded: LoadedSite, state: StateDir) -> ResetOutcome:
             if any(name in vault for name in CLUSTER_SECRETS):
                 write_state_vault(state, {key: value for key, value in vault.items()
                                           if key not in CLUSTER_SECRETS})
-        except BaseException as exc:
-            history.finish(run_id, "failed", int(exit_code_of(exc)))
-            raise
-        else:
-            history.finish(run_id, "ok", ExitCode.OK)
-        finally:
-            history.close()
     return ResetOutcome(run_id, result)
