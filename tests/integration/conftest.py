@@ -89,6 +89,30 @@ class LabHandle:
             data["ssh"][field] = str(self.site_dir / data["ssh"][field])
         return data
 
+    def write_k3s_site(self, site_dir: Path, name: str, k3s_version: str,
+                       server: int = 0) -> Path:
+        """A site of the lab's nodes (node `server` the control plane, the others workers)
+        whose blueprint is the lab's lower layers plus kubernetes with k3s `k3s_version`,
+        written into `site_dir`; the site file's path."""
+        site_dir.mkdir(parents=True, exist_ok=True)
+        data = self.site_data(name, f"{name}.yaml")
+        data["nodes"] = [{**node, "roles": ["control-plane"] if index == server else ["worker"]}
+                         for index, node in enumerate(data["nodes"])]
+        (site_dir / "site.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (site_dir / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "version": "0.1.0",
+            "description": "The lab's lower layers and Kubernetes with a STAND-IN k3s release",
+            "layers": [
+                {"name": "os_baseline", "roles": ["os_baseline"]},
+                {"name": "container_runtime", "roles": ["container_runtime"]},
+                {"name": "kubernetes", "roles": ["kubernetes"],
+                 "options": {"kubernetes_distribution": "k3s"},
+                 "versions": {"k3s": k3s_version}},
+            ],
+            "validation": {"suite": "lab"},
+        }, sort_keys=False))
+        return site_dir / "site.yaml"
+
     def ssh(
         self, node: NodeState | str, command: str, *, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:

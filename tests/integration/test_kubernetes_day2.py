@@ -127,22 +127,7 @@ def day2(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         (folder / "sha256sum-amd64.txt").write_text(f"{pins[version]}  k3s\n")
 
     site_dir = work / "site"
-    site_dir.mkdir()
-    data = lab.site_data("kube-day2", "kube-day2.yaml")
-    data["nodes"] = [{**node, "roles": ["control-plane"] if index == 0 else ["worker"]}
-                     for index, node in enumerate(data["nodes"])]
-    (site_dir / "site.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (site_dir / "kube-day2.yaml").write_text(yaml.safe_dump({
-        "name": "kube-day2", "version": "0.1.0",
-        "description": "The lab's lower layers and Kubernetes with a STAND-IN k3s release",
-        "layers": [
-            {"name": "os_baseline", "roles": ["os_baseline"]},
-            {"name": "container_runtime", "roles": ["container_runtime"]},
-            {"name": "kubernetes", "roles": ["kubernetes"],
-             "options": {"kubernetes_distribution": "k3s"}, "versions": {"k3s": VERSION_A}},
-        ],
-        "validation": {"suite": "lab"},
-    }, sort_keys=False))
+    lab.write_k3s_site(site_dir, "kube-day2", VERSION_A, server=0)
 
     bridge = lab.state.bridge_ip
     port = _free_port(bridge)

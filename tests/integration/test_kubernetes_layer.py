@@ -146,22 +146,7 @@ def kube(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[K
 
     # A site of the lab's nodes whose blueprint is the lab's lower layers plus kubernetes.
     site_dir = work / "site"
-    site_dir.mkdir()
-    data = lab.site_data("kube-stand-in", "kube-stand-in.yaml")
-    data["nodes"] = [{**node, "roles": ["control-plane"] if index == SERVER else ["worker"]}
-                     for index, node in enumerate(data["nodes"])]
-    (site_dir / "site.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (site_dir / "kube-stand-in.yaml").write_text(yaml.safe_dump({
-        "name": "kube-stand-in", "version": "0.1.0",
-        "description": "The lab's lower layers and Kubernetes with a STAND-IN k3s release",
-        "layers": [
-            {"name": "os_baseline", "roles": ["os_baseline"]},
-            {"name": "container_runtime", "roles": ["container_runtime"]},
-            {"name": "kubernetes", "roles": ["kubernetes"],
-             "options": {"kubernetes_distribution": "k3s"}, "versions": {"k3s": VERSION}},
-        ],
-        "validation": {"suite": "lab"},
-    }, sort_keys=False))
+    lab.write_k3s_site(site_dir, "kube-stand-in", VERSION, server=SERVER)
 
     bridge = lab.state.bridge_ip
     port = _free_port(bridge)
