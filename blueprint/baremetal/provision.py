@@ -19,7 +19,7 @@ from typing import Any, Literal
 from blueprint.baremetal import bootserver
 from blueprint.baremetal.access import open_bmc
 from blueprint.baremetal.bmc import BmcClient, BmcError, BmcUnsupported
-from blueprint.baremetal.discover import node_profile
+from blueprint.baremetal.discover import node_profile, record_provisioned
 from blueprint.baremetal.render import (
     BootPaths,
     missing_boot_files,
@@ -231,6 +231,17 @@ def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
     return outcome("failed", f"no SSH login within {settings.ssh_timeout:g} s: {last}")
 
 
+def _record_board(state: StateDir, node: Node, bmc: BmcClient, run_id: str) -> None:
+    """The installed board's serial, UUID and MACs, so discover can tell a board swap."""
+    try:
+        record_provisioned(state, node, bmc.inventory(), run_id)
+    except BmcError as exc:
+        log.warning("node %s: board identity not recorded (discover cannot tell a board "
+                    "swap from it): %s", node.name, exc)
+    finally:
+        bmc.close()
+
+
 def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
               names: list[str] | None, settings: Settings) -> ProvisionOutcome:
     """Preflight, then provision the nodes in parallel; record the run and its nodes."""
@@ -252,9 +263,11 @@ def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
                            for node, bmc, bios in planned]
                 outcome.nodes = [future.result() for future in futures]
             stats = {}
+            bmcs = {node.name: (node, bmc) for node, bmc, _ in planned}
             for node_outcome in outcome.nodes:
                 if node_outcome.result == "provisioned":
                     history.mark_provisioned(outcome.run_id, node_outcome.node)
+                    _record_board(state, *bmcs[node_outcome.node], outcome.run_id)
                 stats[node_outcome.node] = {
                     "ok": int(node_outcome.result != "failed"),
                     "changed": int(node_outcome.result == "provisioned"),

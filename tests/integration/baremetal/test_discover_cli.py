@@ -184,3 +184,27 @@ def test_force_without_write_is_bad_input(emulator: Emulator, tmp_path: Path) ->
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --boot-nic and --force only go with --write"
 
+
+def test_a_board_swapped_since_provisioning_shows(emulator: Emulator, tmp_path: Path) -> None:
+    from blueprint.baremetal.bmc import Capabilities, Inventory, Nic
+    from blueprint.baremetal.discover import record_provisioned
+    from blueprint.loader import load_site
+    from blueprint.state import StateDir
+
+    # What provision recorded for the board it installed, here an older board than the
+    # emulator's (serial and boot NIC differ), written by provision's own function.
+    site = commented_site(tmp_path, emulator, boot_mac="52:54:00:6b:01:99")
+    loaded = load_site(site)
+    old_board = Inventory(
+        system_id="1", manufacturer=None, model=None, serial="SN-OLD-BOARD", uuid=None,
+        power_state=None, bios_version=None, bmc_firmware=None, boot_mode=None,
+        secure_boot=None, cpu_count=None, cpu_model=None, memory_gib=None, disks=(),
+        nics=(Nic("1", "52:54:00:6b:01:99"),), pcie_devices=(),
+        capabilities=Capabilities((), (), False, False, False, False))
+    state = StateDir.for_site(loaded.site_dir)
+    record_provisioned(state, loaded.site.nodes[0], old_board, "provision-test-run")
+    done = run(site)
+    assert done.returncode == 1, done.stdout + done.stderr
+    board = next(line for line in done.stdout.splitlines() if " board " in line)
+    assert "deviation" in board and "boot NIC changed since provisioning" in done.stdout
+    assert "boot_mac" in done.stdout
