@@ -188,13 +188,13 @@ def provision(site: str, state_dir: Path | None, nodes: tuple[str, ...], force: 
     outcome = run_provision(loaded, secrets, state, list(nodes) or None, settings)
 
     table = Table(title=f"provision {outcome.run_id}")
-    for column in ("node", "result", "detail", "seconds"):
+    for column in ("node", "result", "detail", "seconds", "serial console"):
         table.add_column(column, overflow="fold")
     styles = {"provisioned": "green", "skipped": "cyan", "failed": "red"}
     for node in outcome.nodes:
         style = styles[node.result]
         table.add_row(node.node, f"[{style}]{node.result}[/{style}]", node.detail,
-                      f"{node.seconds:g}")
+                      f"{node.seconds:g}", node.console or "-")
     CONSOLE.print(table)
     if outcome.failed:
         msg = f"{len(outcome.failed)} node(s) failed to provision; see the table above"

@@ -7,10 +7,13 @@ marks it provisioned. Preflight covers every node before any BMC is told to do a
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any, Literal
 from blueprint.baremetal import bootserver
 from blueprint.baremetal.access import open_bmc
 from blueprint.baremetal.bmc import BmcClient, BmcError, BmcUnsupported
+from blueprint.baremetal.console import ConsoleCapture, console_log_path, start_console
 from blueprint.baremetal.discover import node_profile, record_provisioned
 from blueprint.baremetal.render import (
     BootPaths,
@@ -45,6 +49,8 @@ class NodeOutcome:
     result: Result
     detail: str
     seconds: float
+    # The serial console log of the install, or why there is none ("" when not asked).
+    console: str = ""
 
 
 @dataclass
@@ -175,17 +181,36 @@ def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
 
 def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
                    settings: Settings, done_before: bool,
-                   bios: dict[str, Any] | None = None) -> NodeOutcome:
-    """Boot override, power cycle, wait for SSH; never touches a node that needs no install."""
-    started = time.monotonic()
+                   bios: dict[str, Any] | None = None,
+                   console: Callable[[], tuple[ConsoleCapture | None, str]] | None = None,
+                   ) -> NodeOutcome:
+    """Boot override, power cycle, wait for SSH; never touches a node that needs no install.
 
+    `console` starts the capture of the node's serial console (or says why there is none);
+    the capture runs from before the power cycle until the node's outcome is known.
+    """
+    started = time.monotonic()
+    if done_before and not settings.force:
+        return NodeOutcome(node.name, "skipped",
+                           "provisioned by an earlier run (--force to install again)", 0.0)
+    if answers_ssh(str(node.address)) and not settings.force:
+        return NodeOutcome(node.name, "skipped",
+                           "already answers SSH; not power-cycled (--force to install)", 0.0)
+
+    capture, note = console() if console is not None else (None, "")
+    try:
+        result = _install(site, node, bmc, known_hosts, settings, bios, started)
+    finally:
+        if capture is not None:
+            note = capture.stop()
+    return dataclasses.replace(result, console=note)
+
+
+def _install(site: Site, node: Node, bmc: BmcClient, known_hosts: Path, settings: Settings,
+             bios: dict[str, Any] | None, started: float) -> NodeOutcome:
     def outcome(result: Result, detail: str) -> NodeOutcome:
         return NodeOutcome(node.name, result, detail, round(time.monotonic() - started, 1))
 
-    if done_before and not settings.force:
-        return outcome("skipped", "provisioned by an earlier run (--force to install again)")
-    if answers_ssh(str(node.address)) and not settings.force:
-        return outcome("skipped", "already answers SSH; not power-cycled (--force to install)")
     assert site.provision is not None
     target = BOOT_TARGET[site.provision.boot]
     http_uri = (f"http://{site.provision.boot_server}:{site.provision.http_port}/ipxe.efi"
@@ -259,7 +284,10 @@ def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
             log.info("Provisioning %d node(s), %d at a time", len(planned), settings.parallel)
             with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
                 futures = [pool.submit(provision_node, loaded.site, node, bmc, known_hosts,
-                                       settings, node.name in done_before, bios)
+                                       settings, node.name in done_before, bios,
+                                       functools.partial(start_console, node, bmc, secrets,
+                                                         console_log_path(state, node.name,
+                                                                          outcome.run_id)))
                            for node, bmc, bios in planned]
                 outcome.nodes = [future.result() for future in futures]
             stats = {}
