@@ -12,6 +12,7 @@ import functools
 import logging
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +184,7 @@ def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
                    settings: Settings, done_before: bool,
                    bios: dict[str, Any] | None = None,
                    console: Callable[[], tuple[ConsoleCapture | None, str]] | None = None,
-                   ) -> NodeOutcome:
+                   interrupted: threading.Event | None = None) -> NodeOutcome:
     """Boot override, power cycle, wait for SSH; never touches a node that needs no install.
 
     `console` starts the capture of the node's serial console (or says why there is none);
@@ -199,7 +200,8 @@ def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
 
     capture, note = console() if console is not None else (None, "")
     try:
-        result = _install(site, node, bmc, known_hosts, settings, bios, started)
+        result = _install(site, node, bmc, known_hosts, settings, bios, started,
+                          interrupted or threading.Event())
     finally:
         if capture is not None:
             note = capture.stop()
@@ -207,7 +209,8 @@ def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
 
 
 def _install(site: Site, node: Node, bmc: BmcClient, known_hosts: Path, settings: Settings,
-             bios: dict[str, Any] | None, started: float) -> NodeOutcome:
+             bios: dict[str, Any] | None, started: float,
+             interrupted: threading.Event) -> NodeOutcome:
     def outcome(result: Result, detail: str) -> NodeOutcome:
         return NodeOutcome(node.name, result, detail, round(time.monotonic() - started, 1))
 
@@ -252,7 +255,8 @@ def _install(site: Site, node: Node, bmc: BmcClient, known_hosts: Path, settings
                 return outcome("failed", f"SSH host key is not the one its install was given: "
                                          f"{why}")
             last = why
-        time.sleep(settings.poll)
+        if interrupted.wait(settings.poll):
+            return outcome("failed", "interrupted while waiting for SSH")
     return outcome("failed", f"no SSH login within {settings.ssh_timeout:g} s: {last}")
 
 
@@ -282,14 +286,25 @@ def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
         try:
             done_before = history.provisioned()
             log.info("Provisioning %d node(s), %d at a time", len(planned), settings.parallel)
-            with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
+            # On Ctrl-C the nodes' waits end at their next poll (and their console
+            # captures stop) rather than at the end of --ssh-timeout.
+            interrupted = threading.Event()
+            pool = ThreadPoolExecutor(max_workers=max(1, settings.parallel))
+            try:
                 futures = [pool.submit(provision_node, loaded.site, node, bmc, known_hosts,
                                        settings, node.name in done_before, bios,
                                        functools.partial(start_console, node, bmc, secrets,
                                                          console_log_path(state, node.name,
-                                                                          outcome.run_id)))
+                                                                          outcome.run_id)),
+                                       interrupted)
                            for node, bmc, bios in planned]
                 outcome.nodes = [future.result() for future in futures]
+            except KeyboardInterrupt:
+                interrupted.set()
+                code = int(ExitCode.INTERRUPTED)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
             stats = {}
             bmcs = {node.name: (node, bmc) for node, bmc, _ in planned}
             for node_outcome in outcome.nodes:
