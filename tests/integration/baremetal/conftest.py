@@ -104,9 +104,14 @@ def _make_ca_and_cert(folder: Path) -> tuple[Path, Path, Path]:
 
 def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False,
                    auth: bool = True, prefix: tuple[str, ...] = (),
-                   systems: list[dict[str, Any]] | None = None, port: int | None = None
+                   systems: list[dict[str, Any]] | None = None, port: int | None = None,
+                   libvirt: dict[str, Any] | None = None, env: dict[str, str] | None = None
                    ) -> Emulator:
-    """Start sushy-emulator (in a network namespace when `prefix` is `ip netns exec NS`)."""
+    """Start sushy-emulator (in a network namespace when `prefix` is `ip netns exec NS`).
+
+    With `libvirt` (extra settings: the libvirt URI, the domains it may touch), its libvirt
+    driver replaces the fake one.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config: dict[str, Any] = {
@@ -132,6 +137,9 @@ def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False
             "Protocol": "NVMe",
         }]},
     }
+    if libvirt is not None:
+        del config["SUSHY_EMULATOR_FAKE_DRIVER"], config["SUSHY_EMULATOR_FAKE_SYSTEMS"]
+        config.update(libvirt)
     ca = None
     if tls:
         ca, cert, key = _make_ca_and_cert(folder)
@@ -148,7 +156,7 @@ def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False
     emulator_bin = Path(sys.executable).parent / "sushy-emulator"
     with open(log, "wb") as out:
         process = subprocess.Popen([*prefix, str(emulator_bin), "--config", str(conf)],
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
