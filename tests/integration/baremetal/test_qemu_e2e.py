@@ -184,6 +184,8 @@ def remove_domain(lab: Lab, name: str) -> None:
         pid = int(pid_file.read_text().strip() or 0)
         if pid_alive(pid, name):
             stop_pids([(pid, name)], timeout=10)
+    # libvirt keeps QEMU's log of every domain in the system folder; this one was ours.
+    (Path("/var/log/libvirt/qemu") / f"{name}.log").unlink(missing_ok=True)
 
 
 def write_site(folder: Path, bridge: str, emulator_url: str, domain_uuid: str) -> Path:
