@@ -533,6 +533,18 @@ class RedfishBmc:
             bios.set_attributes(attributes)
         log.info("node %s: BIOS attributes %s pending", self.node, ", ".join(sorted(attributes)))
 
+    # Consoles
+
+    def serial_console_types(self) -> tuple[str, ...] | None:
+        """How the system's manager offers its serial console (`SerialConsole`'s connect
+        types: SSH, Telnet, IPMI, Oem), or None when no manager advertises one enabled."""
+        managers = self._optional(lambda: self.system().managers) or []
+        for manager in managers:
+            console = manager.json.get("SerialConsole") or {}
+            if console.get("ServiceEnabled") and console.get("ConnectTypesSupported"):
+                return tuple(str(kind) for kind in console["ConnectTypesSupported"])
+        return None
+
     def close(self) -> None:
         """End the Redfish session, if one was made."""
         if self._root is not None:

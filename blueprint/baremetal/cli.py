@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from blueprint.console import CONSOLE
-from blueprint.errors import DeployFailed, ValidationFailed
+from blueprint.errors import BadInput, DeployFailed, ValidationFailed
 from blueprint.loader import LoadedSite, load_site
 from blueprint.secrets import load_site_secrets
 from blueprint.state import StateDir
@@ -26,21 +26,37 @@ STATUS_STYLE = {"ok": "green", "deviation": "yellow", "unknown": "cyan", "error"
 @click.option("--nodes", "nodes", multiple=True, help="Only this node (repeatable).")
 @click.option("--all", "show_all", is_flag=True, help="Also list the checks that passed.")
 @click.option("--parallel", default=8, show_default=True, help="BMCs read at once.")
+@click.option("--write", is_flag=True,
+              help="Write the boot MACs the BMCs report into the site file (where unset).")
+@click.option("--boot-nic", "boot_nics", multiple=True, metavar="NODE=NIC",
+              help="With --write: the node's boot NIC (NIC id or MAC) when it has several.")
+@click.option("--force", is_flag=True,
+              help="With --write: also replace a boot MAC the BMC does not report.")
 def discover(site: str, state_dir: Path | None, nodes: tuple[str, ...], show_all: bool,
-             parallel: int) -> None:
+             parallel: int, write: bool, boot_nics: tuple[str, ...], force: bool) -> None:
     """Read each node's hardware from its BMC and list how it differs from the site.
+
+    With --write, boot MACs go into the site file (comments and layout kept): where the site
+    has none and the choice is clear (one NIC, or --boot-nic). A MAC the site sets that the
+    BMC does not report is shown and kept unless --force is given.
 
     Exit 1 when a node deviates from the site file or the blueprint's hardware profile,
     3 when a BMC could not be read.
     """
     from blueprint.baremetal.discover import discover as run_discover
+    from blueprint.baremetal.sitefile import fill_boot_macs, parse_boot_nics
 
+    if (boot_nics or force) and not write:
+        msg = "--boot-nic and --force only go with --write"
+        raise BadInput(msg)
+    chosen = parse_boot_nics(boot_nics)
     loaded = load_site(site)
     secrets = load_site_secrets(loaded.site_dir)
     state = StateDir.for_site(loaded.site_dir, state_dir)
     with state.lock():
         result = run_discover(loaded, secrets, state, nodes=list(nodes) or None,
                               parallel=parallel)
+        changes = fill_boot_macs(loaded, result, chosen, force) if write else []
 
     table = Table(title=f"discover {loaded.site.name}")
     for column in ("node", "check", "expected", "found", "status"):
@@ -52,6 +68,14 @@ def discover(site: str, state_dir: Path | None, nodes: tuple[str, ...], show_all
         table.add_row(finding.node, finding.check, finding.expected, finding.found,
                       f"[{style}]{finding.status}[/{style}]")
     CONSOLE.print(table)
+    if changes:
+        written = Table(title=f"boot MACs in {loaded.site_file}")
+        for column in ("node", "site file", "BMC", "action", "why"):
+            written.add_column(column, overflow="fold")
+        for change in changes:
+            written.add_row(change.node, change.site_value or "-", change.bmc_value or "-",
+                            change.action, change.detail)
+        CONSOLE.print(written)
     counts = {status: sum(1 for f in result.findings if f.status == status)
               for status in ("ok", "deviation", "unknown", "error")}
     CONSOLE.print(f"discover: {len(result.inventories)} node(s) read; "
@@ -164,13 +188,13 @@ def provision(site: str, state_dir: Path | None, nodes: tuple[str, ...], force: 
     outcome = run_provision(loaded, secrets, state, list(nodes) or None, settings)
 
     table = Table(title=f"provision {outcome.run_id}")
-    for column in ("node", "result", "detail", "seconds"):
+    for column in ("node", "result", "detail", "seconds", "serial console"):
         table.add_column(column, overflow="fold")
     styles = {"provisioned": "green", "skipped": "cyan", "failed": "red"}
     for node in outcome.nodes:
         style = styles[node.result]
         table.add_row(node.node, f"[{style}]{node.result}[/{style}]", node.detail,
-                      f"{node.seconds:g}")
+                      f"{node.seconds:g}", node.console or "-")
     CONSOLE.print(table)
     if outcome.failed:
         msg = f"{len(outcome.failed)} node(s) failed to provision; see the table above"

@@ -92,8 +92,13 @@ def _highest(versions: Any) -> str | None:
 
 
 def check_node(node: Node, profile: HardwareProfile, inventory: Inventory,
-               bios: dict[str, Any] | None, previous: dict[str, Any] | None) -> list[Finding]:
-    """Every check of one node, as findings (ok, deviation or unknown)."""
+               bios: dict[str, Any] | None, previous: dict[str, Any] | None,
+               provisioned: dict[str, Any] | None = None) -> list[Finding]:
+    """Every check of one node, as findings (ok, deviation or unknown).
+
+    `previous` is the inventory the last discover kept, `provisioned` the board provision
+    installed (serial, UUID, MACs): a board swapped since either shows as a deviation.
+    """
     found: list[Finding] = []
 
     def add(check: str, expected: str, seen: Any, ok: bool | None) -> None:
@@ -112,6 +117,8 @@ def check_node(node: Node, profile: HardwareProfile, inventory: Inventory,
     if previous is not None and previous.get("serial") != inventory.serial:
         found.append(Finding(node.name, "serial", f"{previous.get('serial')} (last discover)",
                              str(inventory.serial), "deviation"))
+    if provisioned is not None:
+        found.extend(_board_swap(node, inventory, provisioned))
 
     # Sizes.
     add("cpus", f">= {profile.min_cpus}", inventory.cpu_count,
@@ -156,6 +163,40 @@ def _inventory_file(state: StateDir, node: str) -> Path:
     return state.root / "bmc" / f"{node}.json"
 
 
+def _provisioned_file(state: StateDir, node: str) -> Path:
+    return state.root / "bmc" / f"{node}.provisioned.json"
+
+
+def record_provisioned(state: StateDir, node: Node, inventory: Inventory, run_id: str) -> None:
+    """Keep the identity of the board a node was installed on, for discover to compare."""
+    path = _provisioned_file(state, node.name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identity = {"run_id": run_id, "serial": inventory.serial, "uuid": inventory.uuid,
+                "boot_mac": node.boot_mac, "macs": list(inventory.macs)}
+    path.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+
+
+def _board_swap(node: Node, inventory: Inventory, provisioned: dict[str, Any]) -> list[Finding]:
+    """A deviation when the board differs from the one provision installed, else ok."""
+    run = provisioned.get("run_id", "an earlier run")
+    pairs = [("serial", provisioned.get("serial"), inventory.serial),
+             ("uuid", provisioned.get("uuid"), inventory.uuid)]
+    if provisioned.get("boot_mac") and inventory.macs:
+        seen_mac = provisioned["boot_mac"] if provisioned["boot_mac"] in inventory.macs else (
+            ", ".join(inventory.macs))
+        pairs.append(("boot NIC", provisioned["boot_mac"], seen_mac))
+    compared = [(name, was, now) for name, was, now in pairs if was and now]
+    if not compared:
+        return []
+    expected = ", ".join(f"{name} {was}" for name, was, _ in compared) + f" (provisioned, {run})"
+    changed = [name for name, was, now in compared if was != now]
+    seen = ", ".join(f"{name} {now}" for name, _, now in compared)
+    if changed:
+        seen += (f"; {' and '.join(changed)} changed since provisioning: re-install with "
+                 f"provision --nodes {node.name} --force")
+    return [Finding(node.name, "board", expected, seen, "deviation" if changed else "ok")]
+
+
 def _read_node(node: Node, loaded: LoadedSite, secrets: dict[str, Any],
                state: StateDir) -> tuple[Inventory | None, list[Finding]]:
     bmc = open_bmc(node, secrets)
@@ -175,7 +216,10 @@ def _read_node(node: Node, loaded: LoadedSite, secrets: dict[str, Any],
         bmc.close()
     path = _inventory_file(state, node.name)
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    findings = check_node(node, profile, inventory, bios, previous)
+    installed = _provisioned_file(state, node.name)
+    provisioned = (json.loads(installed.read_text(encoding="utf-8")) if installed.is_file()
+                   else None)
+    findings = check_node(node, profile, inventory, bios, previous, provisioned)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(json.dumps(dataclasses.asdict(inventory), indent=2) + "\n",
                     encoding="utf-8")

@@ -139,17 +139,22 @@ class IpmiBmc:
                f"{', '.join(not_offered)}; set the node's bmc.cipher_suite to one it offers")
         raise BmcUnsupported(msg)
 
-    def _ipmitool_run(self, suite: int, args: list[str], where: str,
-                      what: str) -> subprocess.CompletedProcess[str]:
+    def _command(self, suite: int, args: list[str]) -> tuple[list[str], dict[str, str]]:
+        """ipmitool's command line and environment for `args` over cipher suite `suite`."""
         # -N is ipmitool's wait per try and -R its retries; a session is several exchanges,
         # so the whole command gets a wider bound of its own.
         per_try = max(1, round(self._timeout / 2))
         cmd = [self._ipmitool, "-I", "lanplus", "-H", self._host, "-p", str(self._port),
                "-U", self._credentials.username, "-E", "-C", str(suite),
-               "-N", str(per_try), "-R", "1", "-v", *args]
+               "-N", str(per_try), "-R", "1", *args]
         # The password in the environment ipmitool reads it from; other BMCs' passwords
         # that the product's own environment may hold are not handed on.
         env = child_environment(IPMI_PASSWORD=self._credentials.password)
+        return cmd, env
+
+    def _ipmitool_run(self, suite: int, args: list[str], where: str,
+                      what: str) -> subprocess.CompletedProcess[str]:
+        cmd, env = self._command(suite, ["-v", *args])
         log.debug("run: %s", shlex.join(cmd))
         try:
             return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
@@ -266,6 +271,30 @@ class IpmiBmc:
         return found.group(1).strip() if found else None
 
     # What only Redfish offers
+
+    # Serial over LAN
+
+    def sol_available(self) -> tuple[bool, str]:
+        """(True, "") when the BMC has Serial-over-LAN switched on, else (False, why).
+
+        Reading the SOL settings also settles the cipher suite that `sol_command` uses.
+        """
+        try:
+            info = _fields(self._run("read the SOL settings", ["sol", "info"]))
+        except BmcError as exc:
+            return False, str(exc)
+        if info.get("Enabled", "").lower() != "true":
+            return False, f"Serial-over-LAN is switched off on BMC {self.address}"
+        return True, ""
+
+    def sol_command(self) -> tuple[list[str], dict[str, str]]:
+        """`ipmitool sol activate` for this BMC (command line, environment); it runs until
+        stopped. The password is in the environment only."""
+        return self._command(self._suites[0], ["sol", "activate"])
+
+    def sol_deactivate(self) -> None:
+        """End the BMC's SOL session, so that the next activation finds the payload free."""
+        self._run("end the SOL session", ["sol", "deactivate"], partial_ok=True)
 
     def bios_attributes(self) -> dict[str, Any]:
         raise self._refuse("read BIOS settings")

@@ -7,10 +7,14 @@ marks it provisioned. Preflight covers every node before any BMC is told to do a
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,8 @@ from typing import Any, Literal
 from blueprint.baremetal import bootserver
 from blueprint.baremetal.access import open_bmc
 from blueprint.baremetal.bmc import BmcClient, BmcError, BmcUnsupported
-from blueprint.baremetal.discover import node_profile
+from blueprint.baremetal.console import ConsoleCapture, console_log_path, start_console
+from blueprint.baremetal.discover import node_profile, record_provisioned
 from blueprint.baremetal.render import (
     BootPaths,
     missing_boot_files,
@@ -45,6 +50,8 @@ class NodeOutcome:
     result: Result
     detail: str
     seconds: float
+    # The serial console log of the install, or why there is none ("" when not asked).
+    console: str = ""
 
 
 @dataclass
@@ -175,17 +182,38 @@ def preflight(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
 
 def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
                    settings: Settings, done_before: bool,
-                   bios: dict[str, Any] | None = None) -> NodeOutcome:
-    """Boot override, power cycle, wait for SSH; never touches a node that needs no install."""
-    started = time.monotonic()
+                   bios: dict[str, Any] | None = None,
+                   console: Callable[[], tuple[ConsoleCapture | None, str]] | None = None,
+                   interrupted: threading.Event | None = None) -> NodeOutcome:
+    """Boot override, power cycle, wait for SSH; never touches a node that needs no install.
 
+    `console` starts the capture of the node's serial console (or says why there is none);
+    the capture runs from before the power cycle until the node's outcome is known.
+    """
+    started = time.monotonic()
+    if done_before and not settings.force:
+        return NodeOutcome(node.name, "skipped",
+                           "provisioned by an earlier run (--force to install again)", 0.0)
+    if answers_ssh(str(node.address)) and not settings.force:
+        return NodeOutcome(node.name, "skipped",
+                           "already answers SSH; not power-cycled (--force to install)", 0.0)
+
+    capture, note = console() if console is not None else (None, "")
+    try:
+        result = _install(site, node, bmc, known_hosts, settings, bios, started,
+                          interrupted or threading.Event())
+    finally:
+        if capture is not None:
+            note = capture.stop()
+    return dataclasses.replace(result, console=note)
+
+
+def _install(site: Site, node: Node, bmc: BmcClient, known_hosts: Path, settings: Settings,
+             bios: dict[str, Any] | None, started: float,
+             interrupted: threading.Event) -> NodeOutcome:
     def outcome(result: Result, detail: str) -> NodeOutcome:
         return NodeOutcome(node.name, result, detail, round(time.monotonic() - started, 1))
 
-    if done_before and not settings.force:
-        return outcome("skipped", "provisioned by an earlier run (--force to install again)")
-    if answers_ssh(str(node.address)) and not settings.force:
-        return outcome("skipped", "already answers SSH; not power-cycled (--force to install)")
     assert site.provision is not None
     target = BOOT_TARGET[site.provision.boot]
     http_uri = (f"http://{site.provision.boot_server}:{site.provision.http_port}/ipxe.efi"
@@ -227,8 +255,20 @@ def provision_node(site: Site, node: Node, bmc: BmcClient, known_hosts: Path,
                 return outcome("failed", f"SSH host key is not the one its install was given: "
                                          f"{why}")
             last = why
-        time.sleep(settings.poll)
+        if interrupted.wait(settings.poll):
+            return outcome("failed", "interrupted while waiting for SSH")
     return outcome("failed", f"no SSH login within {settings.ssh_timeout:g} s: {last}")
+
+
+def _record_board(state: StateDir, node: Node, bmc: BmcClient, run_id: str) -> None:
+    """The installed board's serial, UUID and MACs, so discover can tell a board swap."""
+    try:
+        record_provisioned(state, node, bmc.inventory(), run_id)
+    except BmcError as exc:
+        log.warning("node %s: board identity not recorded (discover cannot tell a board "
+                    "swap from it): %s", node.name, exc)
+    finally:
+        bmc.close()
 
 
 def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
@@ -246,15 +286,31 @@ def provision(loaded: LoadedSite, secrets: dict[str, Any], state: StateDir,
         try:
             done_before = history.provisioned()
             log.info("Provisioning %d node(s), %d at a time", len(planned), settings.parallel)
-            with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
+            # On Ctrl-C the nodes' waits end at their next poll (and their console
+            # captures stop) rather than at the end of --ssh-timeout.
+            interrupted = threading.Event()
+            pool = ThreadPoolExecutor(max_workers=max(1, settings.parallel))
+            try:
                 futures = [pool.submit(provision_node, loaded.site, node, bmc, known_hosts,
-                                       settings, node.name in done_before, bios)
+                                       settings, node.name in done_before, bios,
+                                       functools.partial(start_console, node, bmc, secrets,
+                                                         console_log_path(state, node.name,
+                                                                          outcome.run_id)),
+                                       interrupted)
                            for node, bmc, bios in planned]
                 outcome.nodes = [future.result() for future in futures]
+            except KeyboardInterrupt:
+                interrupted.set()
+                code = int(ExitCode.INTERRUPTED)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
             stats = {}
+            bmcs = {node.name: (node, bmc) for node, bmc, _ in planned}
             for node_outcome in outcome.nodes:
                 if node_outcome.result == "provisioned":
                     history.mark_provisioned(outcome.run_id, node_outcome.node)
+                    _record_board(state, *bmcs[node_outcome.node], outcome.run_id)
                 stats[node_outcome.node] = {
                     "ok": int(node_outcome.result != "failed"),
                     "changed": int(node_outcome.result == "provisioned"),

@@ -8,6 +8,8 @@
 - `gpu_mockup`: a static mockup (stand-in) of a GPU server, for PCIe devices and BIOS.
 - `ipmi_sim`: OpenIPMI's IPMI LAN simulator on a free UDP port, its chassis driving a
   stand-in machine (a `sleep` process that runs while the power is on).
+- `ipmi_sim_console`: the same, with Serial-over-LAN to a stand-in serial port that talks
+  while the stand-in machine runs.
 - `silent_ipmi`: a UDP port that takes datagrams and never answers.
 """
 
@@ -102,9 +104,14 @@ def _make_ca_and_cert(folder: Path) -> tuple[Path, Path, Path]:
 
 def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False,
                    auth: bool = True, prefix: tuple[str, ...] = (),
-                   systems: list[dict[str, Any]] | None = None, port: int | None = None
+                   systems: list[dict[str, Any]] | None = None, port: int | None = None,
+                   libvirt: dict[str, Any] | None = None, env: dict[str, str] | None = None
                    ) -> Emulator:
-    """Start sushy-emulator (in a network namespace when `prefix` is `ip netns exec NS`)."""
+    """Start sushy-emulator (in a network namespace when `prefix` is `ip netns exec NS`).
+
+    With `libvirt` (extra settings: the libvirt URI, the domains it may touch), its libvirt
+    driver replaces the fake one.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config: dict[str, Any] = {
@@ -130,6 +137,9 @@ def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False
             "Protocol": "NVMe",
         }]},
     }
+    if libvirt is not None:
+        del config["SUSHY_EMULATOR_FAKE_DRIVER"], config["SUSHY_EMULATOR_FAKE_SYSTEMS"]
+        config.update(libvirt)
     ca = None
     if tls:
         ca, cert, key = _make_ca_and_cert(folder)
@@ -146,7 +156,7 @@ def start_emulator(folder: Path, *, feature_set: str = "full", tls: bool = False
     emulator_bin = Path(sys.executable).parent / "sushy-emulator"
     with open(log, "wb") as out:
         process = subprocess.Popen([*prefix, str(emulator_bin), "--config", str(conf)],
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -322,11 +332,63 @@ esac; done
 """
 
 
+class SerialStandIn:
+    """The stand-in machine's serial port: a TCP server that ipmi_sim's SOL connects to.
+
+    While the stand-in machine runs (its power is on), it writes a numbered console line
+    every 0.2 s from step 0 of each boot, the fourth carrying the canary password, as a
+    careless late script might; with the power off it is silent, as a real serial port is.
+    """
+
+    def __init__(self, powered: Any) -> None:
+        self._powered = powered
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(2)
+        self.port = int(self._server.getsockname()[1])
+        self._connections: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._connections.append(conn)
+            threading.Thread(target=self._feed, args=(conn,), daemon=True).start()
+
+    def _feed(self, conn: socket.socket) -> None:
+        step = 0
+        try:
+            while not self._stopping.is_set():
+                if not self._powered():
+                    step = 0  # the next power on boots from the start
+                else:
+                    line = (f"stand-in install: late.sh password={PASSWORD}" if step == 3
+                            else f"stand-in machine: boot step {step}")
+                    conn.sendall(f"{line}\r\n".encode())
+                    step += 1
+                time.sleep(0.2)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._server.close()
+        for conn in self._connections:
+            conn.close()
+        self._accepter.join(timeout=5)
+
+
 @dataclass
 class IpmiSim:
     address: str  # 127.0.0.1:PORT, as a site file names it
     folder: Path
     process: subprocess.Popen[bytes]
+    serial: SerialStandIn | None = None
 
     @property
     def calls(self) -> list[str]:
@@ -368,8 +430,9 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_ipmi_sim(folder: Path) -> IpmiSim:
-    """ipmi_sim on 127.0.0.1, one administrator with the canary password."""
+def start_ipmi_sim(folder: Path, *, console: bool = False) -> IpmiSim:
+    """ipmi_sim on 127.0.0.1, one administrator with the canary password; with `console`,
+    Serial-over-LAN to a stand-in serial port (SerialStandIn)."""
     ipmi_sim = shutil.which("ipmi_sim")
     if ipmi_sim is None or shutil.which("ipmitool") is None:
         pytest.fail("ipmi_sim and ipmitool are needed: apt-get install openipmi ipmitool")
@@ -380,6 +443,10 @@ def start_ipmi_sim(folder: Path) -> IpmiSim:
     machine.chmod(0o755)
     lan.chmod(0o755)
     port = free_udp_port()
+    machine_pid = folder / "machine.pid"
+    serial = (SerialStandIn(lambda: machine_pid.exists() and pid_alive(
+        int(machine_pid.read_text() or 0), STANDIN_SECONDS)) if console else None)
+    sol = f'  sol "tcp:127.0.0.1:{serial.port}" 115200\n' if serial else ""
     (folder / "lan.conf").write_text(f"""\
 name "blueprint-test"
 set_working_mc 0x20
@@ -392,7 +459,7 @@ set_working_mc 0x20
   endlan
   chassis_control "{machine} {folder}"
   user 2 true "{USERNAME}" "{PASSWORD}" admin 10 md5
-""")
+{sol}""")
     fru = fru_bytes()
     (folder / "bmc.emu").write_text(
         "mc_setbmc 0x20\n"
@@ -404,7 +471,7 @@ set_working_mc 0x20
     process = start_detached(
         [ipmi_sim, "-n", "-c", str(folder / "lan.conf"), "-f", str(folder / "bmc.emu"),
          "-s", str(folder / "state")], folder / "ipmi_sim.log", cwd=folder)
-    sim = IpmiSim(f"127.0.0.1:{port}", folder, process)
+    sim = IpmiSim(f"127.0.0.1:{port}", folder, process, serial)
     env = dict(os.environ, IPMI_PASSWORD=PASSWORD)
     deadline = time.monotonic() + 20
     while subprocess.run(["ipmitool", "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port),
@@ -425,11 +492,22 @@ def stop_ipmi_sim(sim: IpmiSim) -> None:
         pids.append((machine, STANDIN_SECONDS))
     stop_pids(pids, timeout=10)
     sim.process.wait(timeout=10)
+    if sim.serial is not None:
+        sim.serial.close()
 
 
 @pytest.fixture
 def ipmi_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpmiSim]:
     sim = start_ipmi_sim(tmp_path_factory.mktemp("ipmi-sim"))
+    yield sim
+    stop_ipmi_sim(sim)
+    assert sim.process.poll() is not None
+
+
+@pytest.fixture
+def ipmi_sim_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpmiSim]:
+    """ipmi_sim whose SOL carries the stand-in machine's serial console."""
+    sim = start_ipmi_sim(tmp_path_factory.mktemp("ipmi-sim-sol"), console=True)
     yield sim
     stop_ipmi_sim(sim)
     assert sim.process.poll() is not None

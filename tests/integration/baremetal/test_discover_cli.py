@@ -116,3 +116,95 @@ def test_missing_credentials_stop_before_any_bmc_is_contacted(emulator: Emulator
         "(BLUEPRINT_BMC_BM1_USERNAME, BLUEPRINT_BMC_BM1_PASSWORD) nor under bmc_credentials "
         "in secrets.yaml"
     )
+
+
+COMMENTED_SITE = """\
+# Site of the discover --write tests: these comments and this layout must survive.
+name: metal
+blueprint: metal.yaml   # the recipe
+nodes:
+  - name: edge-bm-1     # rack 3, slot 1
+    address: 10.90.0.11
+    roles: [worker]
+    bmc: {{address: "{url}", credentials: bm1, ca: bmc-ca.pem, timeout: 20}}
+"""
+
+
+def commented_site(folder: Path, emulator: Emulator, boot_mac: str | None = None) -> Path:
+    site = write_site(folder, emulator, bmc_min="1.0")
+    text = COMMENTED_SITE.format(url=emulator.url)
+    if boot_mac:
+        text = text.replace("    roles:", f'    boot_mac: "{boot_mac}"   # from the rack sheet\n'
+                                         "    roles:")
+    site.write_text(text, encoding="utf-8")
+    return site
+
+
+def test_write_fills_the_boot_mac_keeps_comments_and_is_a_no_op_the_second_time(
+        emulator: Emulator, tmp_path: Path) -> None:
+    site = commented_site(tmp_path, emulator)
+    before = site.read_text()
+
+    # Two NICs: which one boots is not for discover to guess.
+    done = run(site, "--write")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ambiguous" in done.stdout and "--boot-nic edge-bm-1=ID" in done.stdout
+    assert site.read_text() == before
+
+    done = run(site, "--write", "--boot-nic", f"edge-bm-1={BOOT_MAC}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "written" in done.stdout
+    assert site.read_text() == before.replace(
+        "    address: 10.90.0.11\n", f'    address: 10.90.0.11\n    boot_mac: "{BOOT_MAC}"\n')
+
+    done = run(site, "--write")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "unchanged" in done.stdout
+    assert site.read_text() == before.replace(
+        "    address: 10.90.0.11\n", f'    address: 10.90.0.11\n    boot_mac: "{BOOT_MAC}"\n')
+
+
+def test_write_keeps_a_conflicting_mac_unless_forced(emulator: Emulator, tmp_path: Path) -> None:
+    site = commented_site(tmp_path, emulator, boot_mac="52:54:00:6b:01:99")
+    before = site.read_text()
+    done = run(site, "--write", "--boot-nic", f"edge-bm-1={BOOT_MAC}")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "conflict" in done.stdout and "--force replaces it" in done.stdout
+    assert site.read_text() == before
+
+    done = run(site, "--write", "--force", "--boot-nic", f"edge-bm-1={BOOT_MAC}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "replaced" in done.stdout
+    assert site.read_text() == before.replace("52:54:00:6b:01:99", BOOT_MAC)
+    assert f'boot_mac: "{BOOT_MAC}"   # from the rack sheet' in site.read_text()
+
+
+def test_force_without_write_is_bad_input(emulator: Emulator, tmp_path: Path) -> None:
+    done = run(commented_site(tmp_path, emulator), "--force")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --boot-nic and --force only go with --write"
+
+
+def test_a_board_swapped_since_provisioning_shows(emulator: Emulator, tmp_path: Path) -> None:
+    from blueprint.baremetal.bmc import Capabilities, Inventory, Nic
+    from blueprint.baremetal.discover import record_provisioned
+    from blueprint.loader import load_site
+    from blueprint.state import StateDir
+
+    # What provision recorded for the board it installed, here an older board than the
+    # emulator's (serial and boot NIC differ), written by provision's own function.
+    site = commented_site(tmp_path, emulator, boot_mac="52:54:00:6b:01:99")
+    loaded = load_site(site)
+    old_board = Inventory(
+        system_id="1", manufacturer=None, model=None, serial="SN-OLD-BOARD", uuid=None,
+        power_state=None, bios_version=None, bmc_firmware=None, boot_mode=None,
+        secure_boot=None, cpu_count=None, cpu_model=None, memory_gib=None, disks=(),
+        nics=(Nic("1", "52:54:00:6b:01:99"),), pcie_devices=(),
+        capabilities=Capabilities((), (), False, False, False, False))
+    state = StateDir.for_site(loaded.site_dir)
+    record_provisioned(state, loaded.site.nodes[0], old_board, "provision-test-run")
+    done = run(site)
+    assert done.returncode == 1, done.stdout + done.stderr
+    board = next(line for line in done.stdout.splitlines() if " board " in line)
+    assert "deviation" in board and "boot NIC changed since provisioning" in done.stdout
+    assert "boot_mac" in done.stdout

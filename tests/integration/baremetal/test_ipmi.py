@@ -7,6 +7,7 @@ what the simulator was told.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from blueprint.baremetal import bootserver
-from blueprint.baremetal.bmc import BmcError, BmcUnsupported, Credentials
+from blueprint.baremetal.bmc import BmcError, BmcUnsupported, Credentials, RedfishBmc
+from blueprint.baremetal.console import console_log_path, sol_peer, start_console
 from blueprint.baremetal.ipmi import IpmiBmc, split_address
 from blueprint.baremetal.provision import Settings, preflight, provision_node
 from blueprint.errors import DeployFailed
@@ -26,7 +28,7 @@ from blueprint.loader import LoadedSite, load_site
 from blueprint.models import Node, Site
 from blueprint.state import StateDir
 
-from .conftest import IPMI_BMC_MAC, IPMI_SERIAL, PASSWORD, USERNAME, IpmiSim
+from .conftest import IPMI_BMC_MAC, IPMI_SERIAL, PASSWORD, USERNAME, Emulator, IpmiSim
 
 POWER_WAIT = 20
 KEY_DIR = Path(__file__).parents[2] / "unit" / "fixtures" / "sites"
@@ -359,3 +361,75 @@ def test_provision_preflight_refuses_http_boot_bios_and_a_wrong_password(
         f"node edge-ipmi-1: BMC {ipmi_sim.address} (IPMI): open a session: the BMC refused "
         "the credentials; check the node's bmc.credentials entry in secrets.yaml or the "
         "environment")
+
+
+def _console_site(address: str) -> Site:
+    return Site.model_validate({
+        "name": "metal", "blueprint": "lab",
+        "network": {"subnet": "192.0.2.0/24"},
+        "provision": {"boot_server": "192.0.2.2", "interface": "lo"},
+        "nodes": [{"name": "edge-ipmi-1", "address": "192.0.2.21", "roles": ["worker"],
+                   "boot_mac": "52:54:00:6b:02:01", "install_disk": "/dev/vda",
+                   "bmc": {"protocol": "ipmi", "address": address, "credentials": "ipmi1"}}],
+    })
+
+
+def test_provision_captures_the_serial_console_over_sol(ipmi_sim_console: IpmiSim,
+                                                        tmp_path: Path) -> None:
+    """ipmi_sim's SOL carries the stand-in machine's serial port, which talks only while
+    the machine runs: the log shows what the node printed after provision powered it on."""
+    site = _console_site(ipmi_sim_console.address)
+    node = site.nodes[0]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    state = StateDir.for_site(tmp_path)
+    settings = Settings(power_timeout=POWER_WAIT, ssh_timeout=3, poll=0.5)
+
+    for run_id in ("provision-1", "provision-2"):  # the second finds the SOL payload free
+        bmc = client(ipmi_sim_console.address)
+        path = console_log_path(state, node.name, run_id)
+        outcome = provision_node(site, node, bmc, known_hosts, settings, done_before=False,
+                                 console=functools.partial(start_console, node, bmc, {}, path))
+        assert outcome.result == "failed"  # the stand-in installs nothing
+        assert outcome.console.startswith(f"{path} (") and "ended early" not in outcome.console
+        text = path.read_text()
+        assert "stand-in machine: boot step 0" in text, text
+        assert "stand-in install: late.sh password=********\n" in text
+        assert PASSWORD not in text
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent == tmp_path / ".state" / "nodes" / "edge-ipmi-1"
+        bmc.power("force-off")
+        bmc.wait_power("Off", POWER_WAIT)
+    # No ipmitool is left running for this BMC.
+    port = ipmi_sim_console.address.rsplit(":", 1)[1]
+    leftover = subprocess.run(["pgrep", "-f", f"ipmitool.*-p {port} .*sol activate"],
+                              capture_output=True, text=True, check=False)
+    assert leftover.stdout == ""
+
+
+def test_no_console_is_captured_where_sol_is_not_offered(ipmi_sim: IpmiSim, gpu_mockup: str,
+                                                         emulator_minimum: Emulator) -> None:
+    # ipmi_sim without a `sol` line in its lan.conf.
+    node = _console_site(ipmi_sim.address).nodes[0]
+    capture, why = start_console(node, client(ipmi_sim.address), {}, Path("/nonexistent/x"))
+    assert capture is None
+    assert why.startswith("no console captured: ")
+    # sushy-tools' emulator advertises no SerialConsole in its manager.
+    redfish = RedfishBmc("edge-bm-1", emulator_minimum.url, Credentials("u", "p"))
+    assert sol_peer(node, redfish, {}) == (
+        None, "the BMC advertises no serial console (Redfish SerialConsole)")
+    # The static mockup (stand-in) advertises SSH and IPMI; its IPMI side on 127.0.0.1:623
+    # does not answer, which is said, and nothing is captured.
+    mockup_node = Node.model_validate({
+        "name": "edge-gpu-1", "address": "192.0.2.22", "roles": ["worker"],
+        "bmc": {"address": gpu_mockup, "credentials": "gpu1", "timeout": 2}})
+    mockup = RedfishBmc("edge-gpu-1", gpu_mockup, Credentials("u", "p"))
+    os.environ["BLUEPRINT_BMC_GPU1_USERNAME"] = USERNAME
+    os.environ["BLUEPRINT_BMC_GPU1_PASSWORD"] = PASSWORD
+    try:
+        assert mockup.serial_console_types() == ("SSH", "IPMI")
+        sol, why = sol_peer(mockup_node, mockup, {})
+    finally:
+        del os.environ["BLUEPRINT_BMC_GPU1_USERNAME"], os.environ["BLUEPRINT_BMC_GPU1_PASSWORD"]
+    assert sol is None
+    assert "BMC 127.0.0.1 (IPMI): read the SOL settings: no IPMI session" in why

@@ -222,6 +222,13 @@ def test_provision_installs_a_node_and_leaves_running_ones_alone(
         assert "skipped" in rows["edge-2"] and "already answers SSH" in rows["edge-2"]
         assert bmc_view(namespace, "edge-2") == ("Off", "Hdd")  # never touched
         assert PASSWORD not in stdout + err.read_text()
+        # The emulator advertises no serial console: said, not captured.
+        assert "no console captured" in stdout and not (state / "nodes").exists()
+        # The installed board, kept for discover's board-swap check.
+        board = json.loads((state / "bmc" / "edge-1.provisioned.json").read_text())
+        assert board["boot_mac"] == "52:54:00:6b:03:01"
+        assert board["macs"] == ["52:54:00:6b:03:01"] and board["uuid"] == UUIDS["edge-1"]
+        assert not (state / "bmc" / "edge-2.provisioned.json").exists()
 
         db = sqlite3.connect(state / "history.sqlite")
         assert [row[0] for row in db.execute("SELECT node FROM provisioned")] == ["edge-1"]

@@ -112,3 +112,23 @@ def test_profiles_of_several_roles_merge_to_the_strictest() -> None:
 ])
 def test_version_order(low: str, high: str) -> None:
     assert version_key(low) < version_key(high)
+
+
+@pytest.mark.parametrize(("provisioned", "status", "changed"), [
+    ({"run_id": "r1", "serial": "S1", "boot_mac": "52:54:00:00:00:01"}, "ok", ""),
+    ({"run_id": "r1", "serial": "S0", "boot_mac": "52:54:00:00:00:01"}, "deviation", "serial"),
+    ({"run_id": "r1", "serial": "S1", "boot_mac": "52:54:00:00:00:09"}, "deviation", "boot NIC"),
+    ({"run_id": "r1", "uuid": "u-old"}, None, ""),  # the BMC reports no UUID: nothing compared
+])
+def test_a_board_swapped_since_provisioning_is_a_deviation(
+        provisioned: dict[str, Any], status: str | None, changed: str) -> None:
+    findings = {f.check: f for f in check_node(NODE, HardwareProfile(), INVENTORY, None, None,
+                                               provisioned)}
+    if status is None:
+        assert "board" not in findings
+        return
+    assert findings["board"].status == status
+    assert "(provisioned, r1)" in findings["board"].expected
+    if changed:
+        assert f"{changed} changed since provisioning" in findings["board"].found
+        assert "provision --nodes edge-1 --force" in findings["board"].found
