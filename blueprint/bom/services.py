@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import pwd
 import shutil
 import socket
@@ -63,6 +64,10 @@ def check_services(host: str, services: SiteServices) -> None:
     not this host's, a port another program holds or one that needs root."""
     if not services.wanted:
         return
+    if services.ntp_port is not None and os.geteuid() != 0:
+        msg = ("--ntp needs root: chronyd drops to _chrony after binding its port; run "
+               "`blueprint mirror serve` as root, or leave out --ntp")
+        raise BadInput(msg)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

@@ -11,9 +11,10 @@ import pytest
 from bomhelpers import KeyPair, StandInRelease, free_port
 from test_bundle import standin_lock
 
-from blueprint.bom import mirror
+from blueprint.bom import mirror, services
 from blueprint.bom.bundle import build_bundle
 from blueprint.bom.mirror import load_mirror_state, serve, stop
+from blueprint.bom.services import SiteServices
 from blueprint.errors import BadInput
 from blueprint.proc import pid_alive, start_detached, stop_pids
 
@@ -72,3 +73,14 @@ def test_the_registry_config_is_private_from_the_start(tmp_path: Path) -> None:
     path.chmod(0o644)
     mirror._registry_config(tmp_path, tmp_path / "storage", "127.0.0.1", 5000)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_ntp_as_non_root_is_refused_before_anything_starts(
+        tmp_path: Path, bundle: Path, keys: KeyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services.os, "geteuid", lambda: 1000)
+    folder = tmp_path / "mirror"
+    with pytest.raises(BadInput, match="--ntp needs root: chronyd drops to _chrony"):
+        serve(bundle, keys.public, folder, "127.0.0.1", free_port(),
+              services=SiteServices(ntp_port=free_port()))
+    assert not (folder / "root").exists()
+    assert load_mirror_state(folder) is None
