@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -459,3 +460,21 @@ def test_an_update_bundle_adds_an_image_to_the_served_registry(
             "registry_mirrors": {REGISTRY: registry}}), lock)
     finally:
         stop(folder)
+
+
+@pytest.mark.parametrize(("endpoint", "realm"), [
+    ("https://registry.example", "file:///etc/passwd"),
+    ("https://registry.example", "ftp://registry.example/token"),
+    ("https://registry.example", "http://registry.example/token"),
+    ("http://127.0.0.1:5000", "file:///etc/passwd"),
+    ("http://127.0.0.1:5000", "/token"),
+])
+def test_a_token_realm_off_http_or_down_from_https_is_refused(endpoint: str,
+                                                               realm: str) -> None:
+    client = RegistryClient("stand-in", endpoint=endpoint)
+    with pytest.raises(DeployFailed, match=f"names the token realm '{re.escape(realm)}'"):
+        client._token(f'Bearer realm="{realm}",service="stand-in"', "repository:x:pull",
+                      f"{endpoint}/v2/x/manifests/1")
+    # Nor does a redirect reach a file: the opener speaks http(s) only.
+    with pytest.raises(urllib.error.URLError, match="unknown url type"):
+        client._opener.open("file:///etc/hostname", timeout=5)
