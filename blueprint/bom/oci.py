@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -322,7 +323,7 @@ def registry_storage(storage: Path, blobs: Path, images: list[tuple[ImageRef, st
                 try:
                     data.hardlink_to(source)
                 except OSError:
-                    data.write_bytes(source.read_bytes())
+                    shutil.copyfile(source, data)
             links = (["_manifests", "revisions"] if is_manifest else ["_layers"])
             _link(repository.joinpath(*links, algorithm, hexdigest, "link"), current)
             if is_manifest:
