@@ -100,9 +100,11 @@ def check_storage_layer(loaded: LoadedSite, options: PlatformOptions) -> None:
     """
     if not any(ly.name == "storage" for ly in loaded.blueprint.layers):
         return
-    from blueprint.inventory import role_variables
+    from blueprint.inventory import role_defaults, role_variables
 
-    prepared = [str(kind) for kind in role_variables(loaded).get("storage_classes") or []]
+    # Unset in the blueprint and the site, the storage role prepares its own default.
+    variables = {**role_defaults("storage"), **role_variables(loaded)}
+    prepared = [str(kind) for kind in variables.get("storage_classes") or []]
     for item in options.storage.classes:
         if item.kind not in prepared:
             msg = (f"blueprint {loaded.blueprint.name}: layer platform: storage class "

@@ -155,3 +155,17 @@ def test_a_storage_class_needs_nodes_the_storage_layer_prepared(tmp_path: Path) 
         "  storage_ceph_devices: {edge-store-1: [/dev/sdb]}\n", 1))
     config = platform_config(load_site(site_dir))
     assert [item.kind for item in config.options.storage.classes] == ["local-path", "rook-ceph"]
+
+
+def test_a_storage_layer_without_storage_classes_prepares_the_roles_default(
+        tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, ("blueprint: ai-edge ", "blueprint: bare.yaml "))
+    text = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    old = ("    options:\n"
+           "      storage_classes: [local-path]    # a site may add nfs, longhorn, rook-ceph\n")
+    assert old in text
+    (site_dir / "bare.yaml").write_text(text.replace(old, "    options: {}\n", 1))
+
+    # roles/storage/defaults/main.yml prepares local-path: the platform's class resolves.
+    config = platform_config(load_site(site_dir))
+    assert [item.kind for item in config.options.storage.classes] == ["local-path"]
