@@ -80,6 +80,15 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
 
     # The operator's own driver and toolkit run from images the blueprint must pin.
     if config.options.components.gpu and config.operator_driver:
+        # TODO: lock and bundle the driver image under each node OS's tag, then allow this.
+        if loaded.site.artifacts.mode == "offline":
+            msg = (f"{loaded.site_file}: artifacts: mode 'offline': the GPU operator installs "
+                   f"the driver here (gpu.driver '{config.options.gpu.driver}') and pulls "
+                   "nvcr.io/nvidia/driver under a tag with the node's OS appended "
+                   "(570.124.06-ubuntu22.04), which the lock and the offline bundle do not "
+                   "carry; let the blueprint's gpu layer install the driver (gpu.driver auto "
+                   "with its gpu_driver role)")
+            raise BadInput(msg)
         pinned = config.charts["gpu-operator"].images
         missing = [role for role in OPERATOR_DRIVER_IMAGES if role not in pinned]
         if missing:
