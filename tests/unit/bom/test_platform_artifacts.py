@@ -49,7 +49,7 @@ from blueprint.bom.lock import (
     write_lock,
 )
 from blueprint.bom.mirror import check_offline_mirror, serve, stop
-from blueprint.bom.oci import MANIFEST_ACCEPT, RegistryClient, parse_reference
+from blueprint.bom.oci import MANIFEST_ACCEPT, RegistryClient, parse_reference, registry_storage
 from blueprint.bom.sbom import merge, write_sboms
 from blueprint.errors import DeployFailed, EnvironmentMissing
 from blueprint.loader import LoadedSite, load_site
@@ -478,3 +478,31 @@ def test_a_token_realm_off_http_or_down_from_https_is_refused(endpoint: str,
     # Nor does a redirect reach a file: the opener speaks http(s) only.
     with pytest.raises(urllib.error.URLError, match="unknown url type"):
         client._opener.open("file:///etc/hostname", timeout=5)
+
+
+def test_a_blob_that_cannot_be_hard_linked_is_copied(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    blobs = tmp_path / "blobs"
+
+    def put(data: bytes) -> str:
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        path = blobs / "sha256" / digest.split(":")[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return digest
+
+    config, layer = put(b"{}"), put(b"layer bytes" * 1000)
+    manifest = put(json.dumps({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"digest": config}, "layers": [{"digest": layer}]}).encode())
+
+    def refuse(self: Path, target: Path) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(Path, "hardlink_to", refuse)
+    storage = tmp_path / "storage"
+    registry_storage(storage, blobs, [(parse_reference("stand-in/x/y:1"), manifest)], "amd64")
+    hexdigest = layer.split(":")[1]
+    data = (storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data")
+    assert data.read_bytes() == b"layer bytes" * 1000
+    assert data.stat().st_nlink == 1
