@@ -16,6 +16,7 @@ from blueprint.kube.storage import check_storage
 from blueprint.kube.variables import kubernetes_group_variables, kubernetes_host_variables
 from blueprint.loader import LoadedSite
 from blueprint.models import Node, Site
+from blueprint.paths import ROLES_DIR
 from blueprint.state import StateDir
 
 # Ansible group names cannot carry '-'; the node role control-plane becomes control_plane.
@@ -88,6 +89,13 @@ def _connection_lines(site: Site, state: StateDir, key: Path | None) -> list[str
     if site.ssh.known_hosts is not None:
         lines.append(f"  UserKnownHostsFile {site.ssh.known_hosts}")
     return lines
+
+
+def role_defaults(role: str) -> dict[str, Any]:
+    """A role's `defaults/main.yml`: what it does when neither blueprint nor site says."""
+    path = ROLES_DIR / role / "defaults" / "main.yml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return dict(data or {})
 
 
 def role_variables(loaded: LoadedSite) -> dict[str, Any]:

@@ -10,17 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from blueprint.baremetal.access import bmc_credentials
 from blueprint.baremetal.discover import node_profile
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.deploy import deployed_layers, deployed_nodes
 from blueprint.errors import BadInput, BlueprintError, exit_code_of
-from blueprint.inventory import node_user, render_ssh_config, role_variables
+from blueprint.inventory import node_user, render_ssh_config, role_defaults, role_variables
 from blueprint.loader import LoadedSite
 from blueprint.models import Node
-from blueprint.paths import ROLES_DIR, VALIDATION_DIR
+from blueprint.paths import VALIDATION_DIR
 from blueprint.secrets import REDACTOR, load_site_secrets
 from blueprint.state import RunHistory, StateDir, new_run_id
 from blueprint.validate import (
@@ -131,12 +129,6 @@ def bmc_access(
     return access
 
 
-def _role_defaults(role: str) -> dict[str, Any]:
-    path = ROLES_DIR / role / "defaults" / "main.yml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    return dict(data or {})
-
-
 def expectations(loaded: LoadedSite, layers: list[str]) -> dict[str, Any]:
     """What the deployed layers promise on every node: packages, pinned versions, CRI socket,
     the storage classes' preparation.
@@ -144,8 +136,8 @@ def expectations(loaded: LoadedSite, layers: list[str]) -> dict[str, Any]:
     Taken from the same role variables a deploy uses (role defaults, the blueprint's layer
     options, the site's overrides), so the checks expect what the roles were asked to do.
     """
-    variables = {**_role_defaults("os_baseline"), **_role_defaults("container_runtime"),
-                 **_role_defaults("storage")}
+    variables = {**role_defaults("os_baseline"), **role_defaults("container_runtime"),
+                 **role_defaults("storage")}
     variables.update(role_variables(loaded))
 
     required: list[str] = []

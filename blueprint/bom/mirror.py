@@ -6,9 +6,7 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tarfile
 import time
@@ -18,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from blueprint.bom.bundle import MANIFEST, BundleRefused, extract_bundle, remove_tree
 from blueprint.bom.charts import index_lists, mirror_indexes
 from blueprint.bom.lock import LOCK_NAME, Lock, LockItem, load_lock
@@ -26,6 +26,7 @@ from blueprint.bom.serve import HELM_INDEXES
 from blueprint.bom.services import (
     RunningServices,
     SiteServices,
+    check_port,
     check_services,
     render_configs,
     start_services,
@@ -33,7 +34,7 @@ from blueprint.bom.services import (
 )
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing
 from blueprint.loader import LoadedSite
-from blueprint.proc import require_tool
+from blueprint.proc import pid_alive, require_tool, start_detached, stop_pids
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ STATE_FILE = "mirror.json"
 # What the HTTP server tells the preflight about the registry beside it (its port).
 REGISTRY_INFO = "registry.json"
 REGISTRY_PORT = 5000
+REGISTRY_CONFIG = "registry.yml"
 
 
 @dataclass
@@ -73,18 +75,33 @@ def load_mirror_state(folder: Path) -> MirrorState | None:
     return MirrorState(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def _alive(pid: int, marker: bytes = b"blueprint.bom.serve") -> bool:
+def _server_marker(state: MirrorState) -> str:
+    """What the HTTP server's command line holds: its module and the root it serves."""
+    return f"blueprint.bom.serve {state.root}"
+
+
+def _server_alive(state: MirrorState) -> bool:
+    return pid_alive(state.pid, _server_marker(state))
+
+
+def _bundle_has_images(bundle: Path) -> bool:
+    """Whether the bundle's lock lists images; only decides which checks run up front (the
+    lock is verified when the bundle is unpacked)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    try:
-        return marker in cmdline.read_bytes()
-    except OSError:
-        return False
+        with tarfile.open(bundle, "r") as archive:
+            member = archive.extractfile(LOCK_NAME)
+            data = yaml.safe_load(member.read()) if member is not None else None
+    except (tarfile.TarError, OSError, KeyError, yaml.YAMLError):
+        return False  # extract_bundle names what is wrong with it
+    items = data.get("items") if isinstance(data, dict) else None
+    return any(isinstance(item, dict) and item.get("kind") == "image"
+               for item in items or [])
+
+
+def _check_registry(host: str, registry_port: int) -> None:
+    """Refuse a mirror whose images cannot be served: no docker-registry, or its port held."""
+    require_tool("docker-registry", "docker-registry")
+    check_port(host, registry_port, "--registry-port", (socket.SOCK_STREAM,))
 
 
 def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
@@ -105,11 +122,21 @@ def serve(bundle: Path, public_key: Path, folder: Path, host: str, port: int, *,
         return apply_update(bundle, public_key, folder, host, port,
                             registry_port=registry_port)
     running = load_mirror_state(folder)
-    if running is not None and _alive(running.pid):
+    if running is not None and _server_alive(running):
         msg = (f"a mirror already runs from {folder} (PID {running.pid}, {running.url}); "
                "stop it first with `blueprint mirror stop`")
         raise BadInput(msg)
+
+    # A mirror whose HTTP server died may have left its registry, chronyd or dnsmasq
+    # running on the ports this one needs: stop what its state lists.
+    if running is not None:
+        log.warning("the mirror in %s is not running; stopping what its state lists", folder)
+        stop(folder)
+
+    # Everything that could refuse, before the bundle is unpacked.
     check_services(host, services)
+    if _bundle_has_images(bundle):
+        _check_registry(host, registry_port)
     root = folder / "root"
     remove_tree(root)
     extract_bundle(bundle, root, public_key)
@@ -174,10 +201,18 @@ def apply_update(bundle: Path, public_key: Path, folder: Path, host: str, port: 
         # Apply: the new files, the new lock, a served listing of both bundles' files.
         running = load_mirror_state(folder)
         services = RunningServices()
-        if running is not None and _alive(running.pid):
+        if running is not None and _server_alive(running):
             host, port = running.host, running.port
             registry_port = running.registry_port or registry_port
             services = RunningServices(ntp_port=running.ntp_port, dns_port=running.dns_port)
+        if any(item.kind == "image" for item in new_lock.items):
+            # The running mirror's own registry holds its port until stop below.
+            ours = (running is not None and running.registry_port == registry_port
+                    and pid_alive(running.registry_pid, str(folder / REGISTRY_CONFIG)))
+            if ours:
+                require_tool("docker-registry", "docker-registry")
+            else:
+                _check_registry(host, registry_port)
         stop(folder)
         for entry in update["files"]:
             target = root / entry["path"]
@@ -219,17 +254,17 @@ def _start_mirror(folder: Path, bundle: str, host: str, port: int,
     registry = None
     (root / REGISTRY_INFO).unlink(missing_ok=True)
     if images:
-        require_tool("docker-registry", "docker-registry")
         storage = folder / "registry"
         remove_tree(storage)
         registry_storage(storage, root / "files" / "oci" / "blobs", images, lock.architecture)
         (root / REGISTRY_INFO).write_text(json.dumps({"port": registry_port}), encoding="utf-8")
-        registry = _start(["docker-registry", "serve",
-                           str(_registry_config(folder, storage, host, registry_port))],
-                          folder / "registry.log")
+        registry = start_detached(
+            ["docker-registry", "serve", str(_registry_config(folder, storage, host,
+                                                               registry_port))],
+            folder / "registry.log", cwd=Path.cwd())
 
-    proc = _start([sys.executable, "-m", "blueprint.bom.serve", str(root), host, str(port)],
-                  folder / "server.log")
+    proc = start_detached([sys.executable, "-m", "blueprint.bom.serve", str(root), host,
+                           str(port)], folder / "server.log", cwd=Path.cwd())
     state = MirrorState(proc.pid, host, port, str(root), bundle,
                         registry.pid if registry else None,
                         registry_port if registry else None)
@@ -274,19 +309,9 @@ def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def _start(cmd: list[str], log_file: Path) -> subprocess.Popen[bytes]:
-    out = log_file.open("ab")
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    out.close()
-    return proc
-
-
 def _registry_config(folder: Path, storage: Path, host: str, port: int) -> Path:
     """docker-registry's config: the bundle's storage, read-only, on the mirror's host."""
     import secrets
-
-    import yaml
 
     config = {
         "version": 0.1,
@@ -296,9 +321,12 @@ def _registry_config(folder: Path, storage: Path, host: str, port: int) -> Path:
                                     "uploadpurging": {"enabled": False}}},
         "http": {"addr": f"{host}:{port}", "secret": secrets.token_hex(16)},
     }
-    path = folder / "registry.yml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    path.chmod(0o600)
+    path = folder / REGISTRY_CONFIG
+    # It holds the registry's http.secret: private from the first byte.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        out.write(yaml.safe_dump(config))
     return path
 
 
@@ -307,24 +335,14 @@ def stop(folder: Path) -> MirrorState | None:
     state = load_mirror_state(folder)
     if state is None:
         return None
-    _end(state.pid, b"blueprint.bom.serve")
+    pids = [(state.pid, _server_marker(state))]
     if state.registry_pid is not None:
-        _end(state.registry_pid, b"docker-registry")
+        pids.append((state.registry_pid, str(folder / REGISTRY_CONFIG)))
+    stop_pids(pids, timeout=10)
     stop_services(RunningServices(state.ntp_pid, state.ntp_port, state.dns_pid,
                                   state.dns_port), folder)
     _state_path(folder).unlink()
     return state
-
-
-def _end(pid: int, marker: bytes) -> None:
-    if not _alive(pid, marker):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _alive(pid, marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid, marker):
-        os.kill(pid, signal.SIGKILL)
 
 
 def _present(base: str, item: LockItem) -> str | None:

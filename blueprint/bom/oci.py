@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,6 +91,17 @@ def _challenge(header: str) -> dict[str, str]:
     return {key.lower(): value for key, value in re.findall(r'(\w+)="([^"]*)"', header)}
 
 
+def _http_opener(proxies: dict[str, str]) -> urllib.request.OpenerDirector:
+    """An opener for http(s) only: a registry's answers never make it read file: or ftp:."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(proxies), urllib.request.UnknownHandler(),
+                    urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
 @dataclass
 class RegistryClient:
     """One registry's API, through an optional HTTP proxy, with its anonymous tokens."""
@@ -102,7 +114,7 @@ class RegistryClient:
     def __post_init__(self) -> None:
         self.endpoint = self.endpoint or registry_endpoint(self.registry)
         proxies = {"http": self.proxy, "https": self.proxy} if self.proxy else {}
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        self._opener = _http_opener(proxies)
 
     def _open(self, method: str, url: str, scope: str, accept: str) -> Any:
         request = urllib.request.Request(url, method=method, headers={"Accept": accept})
@@ -139,6 +151,14 @@ class RegistryClient:
         if "realm" not in params:
             msg = (f"{self.registry}: {url} asks for a login ({header or 'no challenge'}); "
                    "only anonymous pulls are supported")
+            raise DeployFailed(msg)
+        realm = urllib.parse.urlsplit(params["realm"])
+        endpoint_scheme = urllib.parse.urlsplit(self.endpoint).scheme
+        allowed = ("https",) if endpoint_scheme == "https" else ("http", "https")
+        if realm.scheme not in allowed or not realm.netloc:
+            msg = (f"{self.registry}: {url} names the token realm {params['realm']!r}; "
+                   f"only an {' or '.join(allowed)} URL is accepted from this "
+                   f"{endpoint_scheme} registry")
             raise DeployFailed(msg)
         query = {"scope": scope, **({"service": params["service"]} if "service" in params
                                     else {})}
@@ -303,7 +323,7 @@ def registry_storage(storage: Path, blobs: Path, images: list[tuple[ImageRef, st
                 try:
                     data.hardlink_to(source)
                 except OSError:
-                    data.write_bytes(source.read_bytes())
+                    shutil.copyfile(source, data)
             links = (["_manifests", "revisions"] if is_manifest else ["_layers"])
             _link(repository.joinpath(*links, algorithm, hexdigest, "link"), current)
             if is_manifest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import pwd
 import shutil
 import socket
@@ -63,6 +64,10 @@ def check_services(host: str, services: SiteServices) -> None:
     not this host's, a port another program holds or one that needs root."""
     if not services.wanted:
         return
+    if services.ntp_port is not None and os.geteuid() != 0:
+        msg = ("--ntp needs root: chronyd drops to _chrony after binding its port; run "
+               "`blueprint mirror serve` as root, or leave out --ntp")
+        raise BadInput(msg)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -73,11 +78,11 @@ def check_services(host: str, services: SiteServices) -> None:
         raise BadInput(msg)
     if services.ntp_port is not None:
         require_tool("chronyd", "chrony")
-        _check_port(host, services.ntp_port, "--ntp-port", (socket.SOCK_DGRAM,))
+        check_port(host, services.ntp_port, "--ntp-port", (socket.SOCK_DGRAM,))
     if services.dns_port is not None:
         require_tool("dnsmasq", "dnsmasq-base")
         # dnsmasq answers over UDP and TCP on the same port.
-        _check_port(host, services.dns_port, "--dns-port",
+        check_port(host, services.dns_port, "--dns-port",
                     (socket.SOCK_DGRAM, socket.SOCK_STREAM))
     for server in services.dns_upstreams:
         try:
@@ -87,11 +92,15 @@ def check_services(host: str, services: SiteServices) -> None:
             raise BadInput(msg) from None
 
 
-def _check_port(host: str, port: int, option: str, kinds: tuple[socket.SocketKind, ...]) -> None:
+def check_port(host: str, port: int, option: str, kinds: tuple[socket.SocketKind, ...]) -> None:
+    """Refuse `option`'s port when this host cannot bind it on `host` for each of `kinds`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for kind in kinds:
         proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
         with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                # As servers do: a closed connection's TIME_WAIT does not hold the port.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as exc:
@@ -99,8 +108,8 @@ def _check_port(host: str, port: int, option: str, kinds: tuple[socket.SocketKin
                     msg = (f"--listen {host}: not an address of this host; use one that "
                            "`ip -brief address` lists")
                 elif exc.errno == errno.EADDRINUSE:
-                    msg = (f"{option} {port}: {host}:{port}/{proto} is already in use (the "
-                           "host's own NTP or DNS server?); stop it or choose another port")
+                    msg = (f"{option} {port}: {host}:{port}/{proto} is already in use; stop the "
+                           "program that holds it or choose another port")
                 elif exc.errno == errno.EACCES:
                     msg = f"{option} {port}: ports below 1024 need root"
                 else:

@@ -80,6 +80,15 @@ def platform_config(loaded: LoadedSite, secrets: dict[str, Any] | None = None
 
     # The operator's own driver and toolkit run from images the blueprint must pin.
     if config.options.components.gpu and config.operator_driver:
+        # TODO: lock and bundle the driver image under each node OS's tag, then allow this.
+        if loaded.site.artifacts.mode == "offline":
+            msg = (f"{loaded.site_file}: artifacts: mode 'offline': the GPU operator installs "
+                   f"the driver here (gpu.driver '{config.options.gpu.driver}') and pulls "
+                   "nvcr.io/nvidia/driver under a tag with the node's OS appended "
+                   "(570.124.06-ubuntu22.04), which the lock and the offline bundle do not "
+                   "carry; let the blueprint's gpu layer install the driver (gpu.driver auto "
+                   "with its gpu_driver role)")
+            raise BadInput(msg)
         pinned = config.charts["gpu-operator"].images
         missing = [role for role in OPERATOR_DRIVER_IMAGES if role not in pinned]
         if missing:
@@ -100,9 +109,11 @@ def check_storage_layer(loaded: LoadedSite, options: PlatformOptions) -> None:
     """
     if not any(ly.name == "storage" for ly in loaded.blueprint.layers):
         return
-    from blueprint.inventory import role_variables
+    from blueprint.inventory import role_defaults, role_variables
 
-    prepared = [str(kind) for kind in role_variables(loaded).get("storage_classes") or []]
+    # Unset in the blueprint and the site, the storage role prepares its own default.
+    variables = {**role_defaults("storage"), **role_variables(loaded)}
+    prepared = [str(kind) for kind in variables.get("storage_classes") or []]
     for item in options.storage.classes:
         if item.kind not in prepared:
             msg = (f"blueprint {loaded.blueprint.name}: layer platform: storage class "

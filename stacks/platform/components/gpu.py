@@ -30,6 +30,7 @@ def gpu_operator_values(platform: Platform) -> dict[str, Any]:
     # The host's gpu layer installs driver and toolkit; the operator's own driver pod would
     # otherwise fetch kernel headers from the internet at every start.
     host = not platform.config.operator_driver
+    monitoring = platform.config.options.components.monitoring
 
     def image(role: str) -> dict[str, str]:
         return repository_image_version(platform.image("gpu-operator", role))
@@ -48,8 +49,9 @@ def gpu_operator_values(platform: Platform) -> dict[str, Any]:
         "toolkit": {**optional("toolkit"), "enabled": not host},
         "devicePlugin": image("device_plugin"),
         "gfd": image("device_plugin"),
+        # Without the monitoring component there is no ServiceMonitor CRD to create one of.
         "dcgmExporter": {**image("dcgm_exporter"), "enabled": True,
-                         "serviceMonitor": {"enabled": True, "relabelings": [
+                         "serviceMonitor": {"enabled": monitoring, "relabelings": [
                              {"action": "replace", "targetLabel": "job",
                               "replacement": DCGM_JOB}]}},
         "migManager": {**image("mig_manager"), "enabled": options.sharing == "mig"},

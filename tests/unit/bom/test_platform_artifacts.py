@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -38,8 +40,10 @@ from bomhelpers import (
 )
 
 from blueprint.bom import charts as charts_module
+from blueprint.bom import mirror as mirror_module
 from blueprint.bom.bundle import build_bundle, verify_bundle
 from blueprint.bom.lock import (
+    LOCK_NAME,
     Lock,
     lock_path,
     platform_items,
@@ -47,10 +51,10 @@ from blueprint.bom.lock import (
     site_inputs,
     write_lock,
 )
-from blueprint.bom.mirror import check_offline_mirror, serve, stop
-from blueprint.bom.oci import MANIFEST_ACCEPT, RegistryClient, parse_reference
+from blueprint.bom.mirror import check_offline_mirror, load_mirror_state, serve, stop
+from blueprint.bom.oci import MANIFEST_ACCEPT, RegistryClient, parse_reference, registry_storage
 from blueprint.bom.sbom import merge, write_sboms
-from blueprint.errors import DeployFailed, EnvironmentMissing
+from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing
 from blueprint.loader import LoadedSite, load_site
 
 REGISTRY = "registry.stand-in.test"
@@ -459,3 +463,80 @@ def test_an_update_bundle_adds_an_image_to_the_served_registry(
             "registry_mirrors": {REGISTRY: registry}}), lock)
     finally:
         stop(folder)
+
+
+def test_an_update_is_refused_before_anything_changes_when_the_registry_port_is_held(
+        tmp_path: Path, upstreams: Upstreams, keys: KeyPair) -> None:
+    loaded = platform_site(tmp_path / "site")
+    platform_lock(loaded, tmp_path / "cache")
+    kept = tmp_path / "old.lock.yaml"
+    kept.write_text(lock_path(loaded).read_text())
+    full = build_bundle(lock_path(loaded), tmp_path / "full.tar", keys.secret,
+                        tmp_path / "cache")
+    assert mirror_module._bundle_has_images(full.path)
+    folder = tmp_path / "mirror"
+    serve(full.path, keys.public, folder, "127.0.0.1", free_port(), registry_port=free_port())
+    stop(folder)
+
+    upstreams.registry.push_image("standin/extra", "3.0", b"extra")
+    loaded = platform_site(tmp_path / "site", own_image=f"{REGISTRY}/standin/extra:3.0")
+    platform_lock(loaded, tmp_path / "cache")
+    update = build_bundle(lock_path(loaded), tmp_path / "u.tar", keys.secret,
+                          tmp_path / "cache", since=kept)
+    served = (folder / "root" / LOCK_NAME).read_bytes()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(BadInput, match=f"--registry-port {taken}: .* is already in use"):
+            serve(update.path, keys.public, folder, "127.0.0.1", free_port(),
+                  registry_port=taken)
+    assert (folder / "root" / LOCK_NAME).read_bytes() == served
+    assert not (folder / "update").exists()
+    assert load_mirror_state(folder) is None
+
+
+@pytest.mark.parametrize(("endpoint", "realm"), [
+    ("https://registry.example", "file:///etc/passwd"),
+    ("https://registry.example", "ftp://registry.example/token"),
+    ("https://registry.example", "http://registry.example/token"),
+    ("http://127.0.0.1:5000", "file:///etc/passwd"),
+    ("http://127.0.0.1:5000", "/token"),
+])
+def test_a_token_realm_off_http_or_down_from_https_is_refused(endpoint: str,
+                                                               realm: str) -> None:
+    client = RegistryClient("stand-in", endpoint=endpoint)
+    with pytest.raises(DeployFailed, match=f"names the token realm '{re.escape(realm)}'"):
+        client._token(f'Bearer realm="{realm}",service="stand-in"', "repository:x:pull",
+                      f"{endpoint}/v2/x/manifests/1")
+    # Nor does a redirect reach a file: the opener speaks http(s) only.
+    with pytest.raises(urllib.error.URLError, match="unknown url type"):
+        client._opener.open("file:///etc/hostname", timeout=5)
+
+
+def test_a_blob_that_cannot_be_hard_linked_is_copied(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    blobs = tmp_path / "blobs"
+
+    def put(data: bytes) -> str:
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        path = blobs / "sha256" / digest.split(":")[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return digest
+
+    config, layer = put(b"{}"), put(b"layer bytes" * 1000)
+    manifest = put(json.dumps({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"digest": config}, "layers": [{"digest": layer}]}).encode())
+
+    def refuse(self: Path, target: Path) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(Path, "hardlink_to", refuse)
+    storage = tmp_path / "storage"
+    registry_storage(storage, blobs, [(parse_reference("stand-in/x/y:1"), manifest)], "amd64")
+    hexdigest = layer.split(":")[1]
+    data = (storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data")
+    assert data.read_bytes() == b"layer bytes" * 1000
+    assert data.stat().st_nlink == 1

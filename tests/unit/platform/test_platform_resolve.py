@@ -155,3 +155,34 @@ def test_a_storage_class_needs_nodes_the_storage_layer_prepared(tmp_path: Path) 
         "  storage_ceph_devices: {edge-store-1: [/dev/sdb]}\n", 1))
     config = platform_config(load_site(site_dir))
     assert [item.kind for item in config.options.storage.classes] == ["local-path", "rook-ceph"]
+
+
+def test_a_storage_layer_without_storage_classes_prepares_the_roles_default(
+        tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, ("blueprint: ai-edge ", "blueprint: bare.yaml "))
+    text = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    old = ("    options:\n"
+           "      storage_classes: [local-path]    # a site may add nfs, longhorn, rook-ceph\n")
+    assert old in text
+    (site_dir / "bare.yaml").write_text(text.replace(old, "    options: {}\n", 1))
+
+    # roles/storage/defaults/main.yml prepares local-path: the platform's class resolves.
+    config = platform_config(load_site(site_dir))
+    assert [item.kind for item in config.options.storage.classes] == ["local-path"]
+
+
+def test_an_offline_site_refuses_the_operators_own_driver(tmp_path: Path) -> None:
+    site_dir = _site(tmp_path, OFFLINE)
+    text = (site_dir / "site.yaml").read_text()
+    old = "blueprint: ai-edge "
+    assert old in text
+    (site_dir / "site.yaml").write_text(text.replace(old, "blueprint: operator.yaml ", 1))
+    blueprint = (BUILTIN_BLUEPRINTS_DIR / "ai-edge.yaml").read_text()
+    old = "        driver: auto "
+    assert old in blueprint
+    (site_dir / "operator.yaml").write_text(blueprint.replace(old, "        driver: operator ", 1))
+
+    # The driver image's tag gets the node's OS appended, which no lock pins.
+    with pytest.raises(BadInput, match=r"mode 'offline': the GPU operator installs the driver "
+                                       r"here \(gpu.driver 'operator'\).*570.124.06-ubuntu22.04"):
+        platform_config(load_site(site_dir))

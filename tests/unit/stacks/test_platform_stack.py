@@ -51,6 +51,19 @@ def test_gpu_operator_leaves_driver_to_the_host_and_exports_dcgm(
     checked.that("replicas: 4" in sharing)
 
 
+def test_gpu_operator_asks_for_a_service_monitor_only_with_monitoring(
+        default_run: ProgramRun, program_runs: Runs, checked: Checked) -> None:
+    monitor = values(default_run, "gpu-operator")["dcgmExporter"]["serviceMonitor"]
+    checked.that(monitor["enabled"] is True)
+
+    def no_monitoring(layer: dict[str, Any]) -> None:
+        layer["options"]["components"]["monitoring"] = False
+
+    gpu = values(program_runs(make_config(no_monitoring)), "gpu-operator")
+    checked.that(gpu["dcgmExporter"]["enabled"] is True)
+    checked.that(gpu["dcgmExporter"]["serviceMonitor"]["enabled"] is False)
+
+
 def test_gpu_operator_runs_its_own_driver_without_a_host_gpu_layer_and_mig_when_asked(
         program_runs: Runs, checked: Checked) -> None:
     def mig(layer: dict[str, Any]) -> None:
