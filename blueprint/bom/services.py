@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import jinja2
 
 from blueprint.errors import BadInput, DeployFailed
-from blueprint.proc import pid_alive, require_tool, start_detached, stop_pids
+from blueprint.proc import require_tool, start_detached, stop_pids
 
 log = logging.getLogger(__name__)
 
@@ -162,27 +163,28 @@ def start_services(folder: Path, host: str, ntp_port: int | None,
     A service that exits or does not bind within the timeout is stopped with the others and
     named with the last line of its log.
     """
-    started: dict[str, tuple[int, int, str]] = {}
+    started: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     if ntp_port is not None:
         conf = folder / CHRONY_CONF
         # -x: serve the clock, never set it (the mirror host's clock is not ours to change).
         proc = start_detached(["chronyd", "-d", "-x", "-u", _chrony_user(), "-f", str(conf)],
                               folder / "ntp.log")
-        started["ntp"] = (proc.pid, ntp_port, str(conf))
+        started["ntp"] = (proc, ntp_port)
     if dns_port is not None:
         conf = folder / DNSMASQ_CONF
         proc = start_detached(["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"],
                               folder / "dns.log")
-        started["dns"] = (proc.pid, dns_port, str(conf))
+        started["dns"] = (proc, dns_port)
     running = RunningServices(
-        ntp_pid=started["ntp"][0] if "ntp" in started else None, ntp_port=ntp_port,
-        dns_pid=started["dns"][0] if "dns" in started else None, dns_port=dns_port)
+        ntp_pid=started["ntp"][0].pid if "ntp" in started else None, ntp_port=ntp_port,
+        dns_pid=started["dns"][0].pid if "dns" in started else None, dns_port=dns_port)
 
     waiting = dict(started)
     deadline = time.monotonic() + START_TIMEOUT
     while waiting and time.monotonic() < deadline:
-        for what, (pid, port, marker) in list(waiting.items()):
-            if not pid_alive(pid, marker):
+        for what, (proc, port) in list(waiting.items()):
+            # Our own child: its handle says whether it exited (no /proc reading to race).
+            if proc.poll() is not None:
                 stop_services(running, folder)
                 msg = f"the mirror's {what} server exited at start: {_last_line(folder, what)}"
                 raise DeployFailed(msg)

@@ -208,6 +208,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports, each free for both TCP and UDP (NTP is UDP, DNS both),
+    held together while they are picked so that no two are the same."""
+    import contextlib
+    import socket
+
+    ports: list[int] = []
+    with contextlib.ExitStack() as held:
+        while len(ports) < count:
+            tcp = held.enter_context(socket.socket())
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            udp = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+    return ports
+
+
 def make_chart(folder: Path, name: str, version: str, *,
                annotations: dict[str, str] | None = None) -> Path:
     """A chart archive as `helm package` writes one: <name>/Chart.yaml (+ values) in a .tgz."""

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bomhelpers import KeyPair, StandInRelease, free_port, write_site
+from bomhelpers import KeyPair, StandInRelease, free_port, free_ports, write_site
 from test_bundle import standin_lock
 
 from blueprint.bom.bundle import build_bundle
@@ -75,10 +75,10 @@ def test_mirror_serves_time_and_names_and_stop_ends_them(tmp_path: Path, bundle:
                                                          keys: KeyPair) -> None:
     site = dns_site(tmp_path / "dns-site")
     folder = tmp_path / "mirror"
-    ntp_port, dns_port = free_port(), free_port()
+    ntp_port, dns_port, http_port = free_ports(3)
     started = time.monotonic()
     done = blueprint("mirror", "serve", str(bundle), "--pubkey", str(keys.public),
-                     "--listen", f"127.0.0.1:{free_port()}", "--folder", str(folder),
+                     "--listen", f"127.0.0.1:{http_port}", "--folder", str(folder),
                      "--ntp", "--ntp-port", str(ntp_port), "--dns", str(site),
                      "--dns-port", str(dns_port), "--mirror-name", "depot")
     state = load_mirror_state(folder)
@@ -197,9 +197,10 @@ def test_an_update_restarts_time_and_names_as_they_were(
     kept.write_text(old_lock.read_text())
     full = build_bundle(old_lock, tmp_path / "full.tar", keys.secret, tmp_path / "cache")
     folder = tmp_path / "mirror"
-    services = SiteServices(ntp_port=free_port(), dns_port=free_port(),
+    ntp_port, dns_port, http_port = free_ports(3)
+    services = SiteServices(ntp_port=ntp_port, dns_port=dns_port,
                             dns_records={"n1": "10.9.0.11", "depot": "127.0.0.1"})
-    state = serve(full.path, keys.public, folder, "127.0.0.1", free_port(), services=services)
+    state = serve(full.path, keys.public, folder, "127.0.0.1", http_port, services=services)
     try:
         new_lock = standin_lock(site, standin_release, ["alpha", "beta"])
         update = build_bundle(new_lock, tmp_path / "u.tar", keys.secret, tmp_path / "cache",
