@@ -120,10 +120,9 @@ DEPLOY_PROBE = f"test -x {PYTHON} || exit {NO_PYTHON}"
 PLAN_PROBE = f"{DEPLOY_PROBE}; {PYTHON} -c 'import apt_pkg' 2>/dev/null || exit {NO_PYTHON_APT}"
 
 # What ssh prints when nothing answers at the node's address: the host is down or cut off.
-# Anything else (a refused key, a changed host key, a missing key file) means the node is
-# there and the controller's side needs fixing.
-NO_ANSWER = ("timed out", "Connection refused", "No route to host", "Network is unreachable",
-             "Host is down")
+# Anything else (a refused connection or key, a changed host key, a missing key file) means
+# the node is there and the controller's side, or its sshd, needs fixing.
+NO_ANSWER = ("timed out", "No route to host", "Network is unreachable", "Host is down")
 
 
 @dataclass(frozen=True)
@@ -173,6 +172,11 @@ def probe_node(
                                    if missing else "")
                                 + "; check the site's ssh user and key, and that the key is in "
                                   "the node's authorized_keys")
+    if done.returncode == 255 and "Connection refused" in err:
+        # The kernel answered with a reset: the host is up and only sshd is not listening,
+        # so its kubelet or k3s agent may still run and register the node again.
+        return Probe(node.name, f"{where}: the host refused the SSH connection ({last}); it "
+                                "is up but its sshd is not listening: start sshd on it")
     if done.returncode == 255 and any(text in err for text in NO_ANSWER):
         return Probe(node.name, f"{where}: no answer over SSH: {last}", dead=True)
     return Probe(node.name, f"{where}: cannot connect over SSH: {last}")
