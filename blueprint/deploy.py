@@ -29,7 +29,7 @@ from blueprint.playbook import (
     require_ansible,
     run_layers,
 )
-from blueprint.proc import require_tool
+from blueprint.proc import require_tool, run_bounded
 from blueprint.progress import DeployProgress
 from blueprint.state import RunHistory, StateDir, new_run_id
 
@@ -147,7 +147,8 @@ def probe_node(
            f"ConnectTimeout={connect_timeout}", "-o", "ConnectionAttempts=1", node.name, command]
     where = f"node {node.name} ({node.address})"
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=connect_timeout * 3)
+        # In a session of its own: past the timeout the ssh of a ProxyJump goes with it.
+        done = run_bounded(cmd, timeout=connect_timeout * 3)
     except subprocess.TimeoutExpired:
         return Probe(node.name, f"{where}: SSH did not answer within {connect_timeout * 3} s",
                      dead=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from blueprint import deploy
 from blueprint.deploy import NO_PYTHON, probe_node
 from blueprint.models import Node
 
@@ -32,7 +33,7 @@ def _ssh_answers(monkeypatch: pytest.MonkeyPatch, returncode: int, stderr: str) 
         calls.append((cmd, kwargs))
         return subprocess.CompletedProcess(cmd, returncode, "", stderr)
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(deploy, "run_bounded", run)
     return calls
 
 
@@ -55,7 +56,7 @@ def test_no_answer_within_the_timeout_is_a_dead_node(monkeypatch: pytest.MonkeyP
     def run(cmd: list[str], **kwargs: Any) -> None:
         raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(deploy, "run_bounded", run)
     probe = probe_node(NODE, Path("ssh_config"), connect_timeout=5)
     assert probe.dead
     assert probe.reason == "node worker-1 (10.0.0.2): SSH did not answer within 15 s"
