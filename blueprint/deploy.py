@@ -16,8 +16,10 @@ from blueprint.bom.lock import check_lock
 from blueprint.bom.mirror import check_offline_mirror
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
-from blueprint.inventory import PYTHON, render_inventory
+from blueprint.inventory import PYTHON, render_inventory, role_variables
 from blueprint.kube.tokens import cluster_secrets
+from blueprint.kube.variables import LAYER as KUBERNETES_LAYER
+from blueprint.kube.variables import check_kubernetes_images
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -104,6 +106,10 @@ def preflight(
     lock = check_lock(loaded, required=offline)
     if offline and lock is not None:
         check_offline_mirror(loaded, lock)
+
+    # The kubernetes layer's images come from where its nodes can pull them.
+    if any(layer.name == KUBERNETES_LAYER for layer in layers):
+        check_kubernetes_images(loaded, role_variables(loaded))
 
     # Every node answers SSH with the host key pinned for it.
     inventory_dir = render_inventory(loaded, state, stock=stock)

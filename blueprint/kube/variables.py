@@ -30,7 +30,6 @@ def kubernetes_group_variables(
     if settings is None:
         return {}
     binaries = site_binaries(loaded, variables, locked_binaries(loaded))
-    check_image_mirrors(loaded.site, binaries)
     result: dict[str, Any] = {
         "kubernetes_distribution": settings.distribution,
         "kubernetes_version": settings.version,
@@ -46,6 +45,18 @@ def kubernetes_group_variables(
     if kubeconfig is not None:
         result["kubernetes_kubeconfig_dest"] = str(kubeconfig)
     return result
+
+
+def check_kubernetes_images(loaded: LoadedSite, variables: dict[str, Any]) -> None:
+    """Refuse a site whose nodes could not pull the kubernetes layer's images.
+
+    Deploy's and plan's preflight call it, not every inventory render: reset, remove-node,
+    certs renew and upgrade pull no pod network image and must still run on such a site.
+    """
+    if kubernetes_settings(loaded, variables) is None:
+        return
+    binaries = site_binaries(loaded, variables, locked_binaries(loaded))
+    check_image_mirrors(loaded.site, binaries, loaded.site_file)
 
 
 def site_binaries(
