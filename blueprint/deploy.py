@@ -19,7 +19,7 @@ from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCod
 from blueprint.inventory import PYTHON, render_inventory, role_variables
 from blueprint.kube.tokens import cluster_secrets
 from blueprint.kube.variables import LAYER as KUBERNETES_LAYER
-from blueprint.kube.variables import check_kubernetes_images
+from blueprint.kube.variables import check_kubernetes_images, check_offline_kubeadm
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -100,6 +100,11 @@ def preflight(
             msg = f"layer {layer.name}: playbooks/{layer.name}.yml is missing from this checkout"
             raise EnvironmentMissing(msg)
 
+    # An offline kubeadm site is refused: its images are not in the bill of materials yet.
+    kubernetes = any(layer.name == KUBERNETES_LAYER for layer in layers)
+    if kubernetes:
+        check_offline_kubeadm(loaded, role_variables(loaded))
+
     # A lock that no longer matches the site stops the run; offline sites need one, and
     # every artifact of it on the site mirror, before any host is touched.
     offline = loaded.site.artifacts.mode == "offline"
@@ -108,7 +113,7 @@ def preflight(
         check_offline_mirror(loaded, lock)
 
     # The kubernetes layer's images come from where its nodes can pull them.
-    if any(layer.name == KUBERNETES_LAYER for layer in layers):
+    if kubernetes:
         check_kubernetes_images(loaded, role_variables(loaded))
 
     # Every node answers SSH with the host key pinned for it.

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from blueprint.artifacts import ResolvedBinary, resolve_binaries
+from blueprint.errors import BadInput
 from blueprint.kube.cni import check_image_mirrors
 from blueprint.kube.topology import ClusterSettings, cluster_settings, plan_nodes
 from blueprint.loader import LoadedSite
@@ -45,6 +46,25 @@ def kubernetes_group_variables(
     if kubeconfig is not None:
         result["kubernetes_kubeconfig_dest"] = str(kubeconfig)
     return result
+
+
+def check_offline_kubeadm(loaded: LoadedSite, variables: dict[str, Any]) -> None:
+    """Refuse an offline kubeadm site: the images its cluster starts are not in the bundle.
+
+    Its preflight would pass and the first control plane would then wait out the pod
+    network's ready timeout for images no node can pull.
+    """
+    # TODO: lock kubeadm's and the pod network's images in the bill of materials (and the
+    # bundle), then let an offline kubeadm site through.
+    settings = kubernetes_settings(loaded, variables)
+    if (settings is None or settings.distribution != "kubeadm"
+            or loaded.site.artifacts.mode != "offline"):
+        return
+    msg = (f"{loaded.site_file}: artifacts.mode: offline is not supported with kubernetes "
+           f"distribution kubeadm yet: the images kubeadm and its pod network {settings.cni} "
+           "start are not in the bill of materials yet, so no offline node could pull them; "
+           "use artifacts.mode mirror or online, or distribution k3s")
+    raise BadInput(msg)
 
 
 def check_kubernetes_images(loaded: LoadedSite, variables: dict[str, Any]) -> None:

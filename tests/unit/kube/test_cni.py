@@ -17,7 +17,11 @@ from blueprint.errors import BadInput
 from blueprint.kube.cni import check_image_mirrors, image_registries
 from blueprint.kube.render import cni_config, node_config, render
 from blueprint.kube.topology import ClusterSettings, NodePlan, cluster_settings, plan_nodes
-from blueprint.kube.variables import check_kubernetes_images, kubernetes_group_variables
+from blueprint.kube.variables import (
+    check_kubernetes_images,
+    check_offline_kubeadm,
+    kubernetes_group_variables,
+)
 from blueprint.loader import load_site
 from blueprint.models import Site
 from blueprint.paths import ROLES_DIR
@@ -259,6 +263,35 @@ def test_only_deploys_and_plans_preflight_checks_the_image_mirrors(
         assert "registry mirror" not in caplog.text
         check_kubernetes_images(loaded, overrides)
     assert "no registry mirror for quay.io" in caplog.text
+
+
+@pytest.mark.parametrize(("distribution", "mode", "refused"), [
+    ("kubeadm", "offline", True),
+    ("kubeadm", "mirror", False),
+    ("k3s", "offline", False),
+])
+def test_an_offline_kubeadm_site_is_refused_naming_the_images_missing_from_the_bom(
+    tmp_path: Path, distribution: str, mode: str, refused: bool,
+) -> None:
+    overrides = {"kubernetes_distribution": distribution}
+    if distribution == "kubeadm":
+        overrides["kubernetes_version"] = "v1.31.4"
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "edge", "blueprint": "ai-edge", "overrides": overrides,
+        "artifacts": {"mode": mode, "apt_proxy": "http://10.20.0.1:3142"},
+        "nodes": [{"name": "cp-1", "address": "10.20.0.11", "roles": ["control-plane"]}]}))
+    loaded = load_site(path)
+    if not refused:
+        check_offline_kubeadm(loaded, overrides)
+        return
+    with pytest.raises(BadInput) as stopped:
+        check_offline_kubeadm(loaded, overrides)
+    assert str(stopped.value) == (
+        f"{loaded.site_file}: artifacts.mode: offline is not supported with kubernetes "
+        "distribution kubeadm yet: the images kubeadm and its pod network calico start are "
+        "not in the bill of materials yet, so no offline node could pull them; use "
+        "artifacts.mode mirror or online, or distribution k3s")
 
 
 # --- preflight: the kernel features the pod network needs ----------------------------------
