@@ -113,8 +113,11 @@ def _load_catalogue(override: str | None) -> Catalogue:
         except OSError as exc:
             msg = f"{CATALOGUE_OVERRIDE_ENV}={override}: cannot read: {exc.strerror}"
             raise BadInput(msg) from exc
-        for section in ("repositories", "binaries", "registries"):
+        for section in ("repositories", "registries"):
             data.setdefault(section, {}).update(extra.get(section) or {})
+        binaries = data.setdefault("binaries", {})
+        for name, fields in (extra.get("binaries") or {}).items():
+            binaries[name] = _merged_binary(binaries.get(name), fields)
     try:
         return Catalogue.model_validate(data)
     except ValidationError as exc:
@@ -123,6 +126,19 @@ def _load_catalogue(override: str | None) -> Catalogue:
         field = ".".join(str(part) for part in first["loc"])
         msg = f"{where}: {field}: {first['msg']}"
         raise BadInput(msg) from exc
+
+
+def _merged_binary(built_in: Any, override: Any) -> Any:
+    """A binary entry of $BLUEPRINT_CATALOGUE over the built-in one, field by field: an
+    operator pins a version's sha256 with that field alone, and its `sha256` adds to the
+    built-in pins. A new entry, or one that is not a mapping, is taken as it stands."""
+    if not isinstance(built_in, dict) or not isinstance(override, dict):
+        return override
+    merged = {**built_in, **override}
+    pins, more = built_in.get("sha256"), override.get("sha256")
+    if isinstance(pins, dict) and isinstance(more, dict):
+        merged["sha256"] = {**pins, **more}
+    return merged
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from blueprint.bom.lock import check_lock
 from blueprint.bom.mirror import check_offline_mirror
 from blueprint.console import attach_run_log, detach_run_log
 from blueprint.errors import BadInput, DeployFailed, EnvironmentMissing, ExitCode, exit_code_of
-from blueprint.inventory import PYTHON, render_inventory
+from blueprint.inventory import PYTHON, render_inventory, role_variables
 from blueprint.kube.tokens import cluster_secrets
+from blueprint.kube.variables import LAYER as KUBERNETES_LAYER
+from blueprint.kube.variables import check_kubernetes_images, check_offline_kubeadm
 from blueprint.loader import LoadedSite
 from blueprint.models import Layer, Node
 from blueprint.paths import PLAYBOOKS_DIR, ROLES_DIR
@@ -29,7 +31,7 @@ from blueprint.playbook import (
     require_ansible,
     run_layers,
 )
-from blueprint.proc import require_tool
+from blueprint.proc import require_tool, run_bounded
 from blueprint.progress import DeployProgress
 from blueprint.state import RunHistory, StateDir, new_run_id
 
@@ -98,12 +100,21 @@ def preflight(
             msg = f"layer {layer.name}: playbooks/{layer.name}.yml is missing from this checkout"
             raise EnvironmentMissing(msg)
 
+    # An offline kubeadm site is refused: its images are not in the bill of materials yet.
+    kubernetes = any(layer.name == KUBERNETES_LAYER for layer in layers)
+    if kubernetes:
+        check_offline_kubeadm(loaded, role_variables(loaded))
+
     # A lock that no longer matches the site stops the run; offline sites need one, and
     # every artifact of it on the site mirror, before any host is touched.
     offline = loaded.site.artifacts.mode == "offline"
     lock = check_lock(loaded, required=offline)
     if offline and lock is not None:
         check_offline_mirror(loaded, lock)
+
+    # The kubernetes layer's images come from where its nodes can pull them.
+    if kubernetes:
+        check_kubernetes_images(loaded, role_variables(loaded))
 
     # Every node answers SSH with the host key pinned for it.
     inventory_dir = render_inventory(loaded, state, stock=stock)
@@ -120,10 +131,9 @@ DEPLOY_PROBE = f"test -x {PYTHON} || exit {NO_PYTHON}"
 PLAN_PROBE = f"{DEPLOY_PROBE}; {PYTHON} -c 'import apt_pkg' 2>/dev/null || exit {NO_PYTHON_APT}"
 
 # What ssh prints when nothing answers at the node's address: the host is down or cut off.
-# Anything else (a refused key, a changed host key, a missing key file) means the node is
-# there and the controller's side needs fixing.
-NO_ANSWER = ("timed out", "Connection refused", "No route to host", "Network is unreachable",
-             "Host is down")
+# Anything else (a refused connection or key, a changed host key, a missing key file) means
+# the node is there and the controller's side, or its sshd, needs fixing.
+NO_ANSWER = ("timed out", "No route to host", "Network is unreachable", "Host is down")
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,8 @@ def probe_node(
            f"ConnectTimeout={connect_timeout}", "-o", "ConnectionAttempts=1", node.name, command]
     where = f"node {node.name} ({node.address})"
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=connect_timeout * 3)
+        # In a session of its own: past the timeout the ssh of a ProxyJump goes with it.
+        done = run_bounded(cmd, timeout=connect_timeout * 3)
     except subprocess.TimeoutExpired:
         return Probe(node.name, f"{where}: SSH did not answer within {connect_timeout * 3} s",
                      dead=True)
@@ -173,6 +184,11 @@ def probe_node(
                                    if missing else "")
                                 + "; check the site's ssh user and key, and that the key is in "
                                   "the node's authorized_keys")
+    if done.returncode == 255 and "Connection refused" in err:
+        # The kernel answered with a reset: the host is up and only sshd is not listening,
+        # so its kubelet or k3s agent may still run and register the node again.
+        return Probe(node.name, f"{where}: the host refused the SSH connection ({last}); it "
+                                "is up but its sshd is not listening: start sshd on it")
     if done.returncode == 255 and any(text in err for text in NO_ANSWER):
         return Probe(node.name, f"{where}: no answer over SSH: {last}", dead=True)
     return Probe(node.name, f"{where}: cannot connect over SSH: {last}")

@@ -74,8 +74,9 @@ def remove_node(site: str, node: str, yes: bool, force: bool, drain_timeout: int
     plan = plan_removal(loaded, state, node)
     first = init_node(loaded)  # before any change: the note after it must not fail
     if not plan.reachable and not force:
-        msg = (f"node {node} does not answer SSH: it cannot be drained or cleaned. If it is "
-               "dead, run again with --force to delete it from the cluster alone")
+        msg = (f"node {node} does not answer SSH ({plan.silence}): it cannot be drained or "
+               "cleaned. If it is dead, run again with --force to delete it from the cluster "
+               "alone")
         raise BadInput(msg)
     if plan.control_plane:
         CONSOLE.print(f"remove-node: {node} is a control plane and etcd member: "

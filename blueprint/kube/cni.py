@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from blueprint.artifacts import ResolvedBinary, load_catalogue
 from blueprint.errors import BadInput
@@ -18,7 +19,7 @@ def image_registries(binaries: list[ResolvedBinary]) -> list[str]:
                    for registry in entries[binary.name].image_registries})
 
 
-def check_image_mirrors(site: Site, binaries: list[ResolvedBinary]) -> None:
+def check_image_mirrors(site: Site, binaries: list[ResolvedBinary], site_file: Path) -> None:
     """Refuse an offline site whose containerd has no mirror for a registry the pod network
     pulls from; warn about a site in mirror mode, whose nodes then go upstream.
 
@@ -34,9 +35,9 @@ def check_image_mirrors(site: Site, binaries: list[ResolvedBinary]) -> None:
         return
     cni = next(binary.cni for binary in binaries if binary.cni)
     if site.artifacts.mode == "offline":
-        msg = (f"site {site.name}: the pod network {cni} pulls images from "
-               f"{', '.join(missing)}, and an offline site's nodes reach no registry; add "
-               "artifacts.registry_mirrors for " + ", ".join(missing))
+        msg = (f"{site_file}: artifacts.registry_mirrors: no mirror for {', '.join(missing)}, "
+               f"and the pod network {cni} pulls images from there while an offline site's "
+               "nodes reach no registry; add a mirror for " + ", ".join(missing))
         raise BadInput(msg)
     log.warning("site %s: no registry mirror for %s: the nodes pull %s's images from there "
                 "directly", site.name, ", ".join(missing), cni)

@@ -2,10 +2,10 @@
 
 Every refusal (unknown node, never deployed, etcd quorum, last control plane) comes before
 any host is touched. A node at whose address nothing answers SSH (a short probe, up front:
-timeout, connection refused, no route) is dead: it is not drained or cleaned, only its Node
-object (and etcd member) is deleted through a control plane that answers. A node that answers
-but refuses the login, or shows another host key, is not dead: that stops the run, naming
-the cause.
+timeout, no route) is dead: it is not drained or cleaned, only its Node object (and etcd
+member) is deleted through a control plane that answers. A node that answers but refuses the
+connection (sshd down) or the login, or shows another host key, is not dead: that stops the
+run, naming the cause.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class RemovalPlan:
     reachable: bool
     via: str  # the control plane whose kubectl deletes the node
     members_before: int  # etcd members (control planes) now; 0 for a worker
+    silence: str | None = None  # the probe's reason when the node does not answer SSH
 
 
 def quorum(members: int) -> int:
@@ -90,12 +91,14 @@ def check_removable(loaded: LoadedSite, state: StateDir, name: str) -> Node:
     return node
 
 
-def answering_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
-    """The nodes that answer SSH within PROBE_TIMEOUT; one that answers wrongly stops the run.
+def answering_nodes(nodes: list[Node], ssh_config: Path) -> dict[str, str | None]:
+    """Each node's probe: None when it answers SSH within PROBE_TIMEOUT, else why it is dead;
+    one that answers wrongly stops the run.
 
-    Only silence at the node's address (timeout, refused, no route) makes a node dead. A
-    refused login, a missing key or a changed host key say the node is there: removing it as
-    dead would leave its agent running, and it would register itself again.
+    Only silence at the node's address (timeout, no route) makes a node dead. A refused
+    connection (sshd down, the host up), a refused login, a missing key or a changed host key
+    say the node is there: removing it as dead would leave its agent running, and it would
+    register itself again.
     """
     probes = probe_nodes(nodes, ssh_config, "true", connect_timeout=PROBE_TIMEOUT)
     problems = [probe.reason for probe in probes if probe.reason and not probe.dead]
@@ -103,7 +106,7 @@ def answering_nodes(nodes: list[Node], ssh_config: Path) -> set[str]:
         msg = "\n".join([*problems, "remove-node stopped before any change: fix SSH to the "
                           "node(s) above (a dead node is one at whose address nothing answers)"])
         raise DeployFailed(msg)
-    return {probe.node for probe in probes if probe.ok}
+    return {probe.node: probe.reason for probe in probes}
 
 
 def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
@@ -115,7 +118,8 @@ def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
     render_inventory(loaded, state)  # also writes the SSH config the probe uses
     ssh_config = state.root / "ssh_config"
     probed = [node for node in loaded.site.nodes if node.name in servers or node is target]
-    healthy = answering_nodes(probed, ssh_config)
+    probed_reasons = answering_nodes(probed, ssh_config)
+    healthy = {node for node, reason in probed_reasons.items() if reason is None}
     check_quorum(target.name, servers, healthy)
     via = next((server for server in servers if server != target.name and server in healthy),
                None)
@@ -125,7 +129,8 @@ def plan_removal(loaded: LoadedSite, state: StateDir, name: str) -> RemovalPlan:
         raise DeployFailed(msg)
     return RemovalPlan(node=target.name, control_plane=target.name in servers,
                        reachable=target.name in healthy, via=via,
-                       members_before=len(servers) if target.name in servers else 0)
+                       members_before=len(servers) if target.name in servers else 0,
+                       silence=probed_reasons.get(target.name))
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from blueprint.artifacts import ResolvedBinary, resolve_binaries
+from blueprint.errors import BadInput
 from blueprint.kube.cni import check_image_mirrors
 from blueprint.kube.topology import ClusterSettings, cluster_settings, plan_nodes
 from blueprint.loader import LoadedSite
@@ -30,7 +31,6 @@ def kubernetes_group_variables(
     if settings is None:
         return {}
     binaries = site_binaries(loaded, variables, locked_binaries(loaded))
-    check_image_mirrors(loaded.site, binaries)
     result: dict[str, Any] = {
         "kubernetes_distribution": settings.distribution,
         "kubernetes_version": settings.version,
@@ -46,6 +46,37 @@ def kubernetes_group_variables(
     if kubeconfig is not None:
         result["kubernetes_kubeconfig_dest"] = str(kubeconfig)
     return result
+
+
+def check_offline_kubeadm(loaded: LoadedSite, variables: dict[str, Any]) -> None:
+    """Refuse an offline kubeadm site: the images its cluster starts are not in the bundle.
+
+    Its preflight would pass and the first control plane would then wait out the pod
+    network's ready timeout for images no node can pull.
+    """
+    # TODO: lock kubeadm's and the pod network's images in the bill of materials (and the
+    # bundle), then let an offline kubeadm site through.
+    settings = kubernetes_settings(loaded, variables)
+    if (settings is None or settings.distribution != "kubeadm"
+            or loaded.site.artifacts.mode != "offline"):
+        return
+    msg = (f"{loaded.site_file}: artifacts.mode: offline is not supported with kubernetes "
+           f"distribution kubeadm yet: the images kubeadm and its pod network {settings.cni} "
+           "start are not in the bill of materials yet, so no offline node could pull them; "
+           "use artifacts.mode mirror or online, or distribution k3s")
+    raise BadInput(msg)
+
+
+def check_kubernetes_images(loaded: LoadedSite, variables: dict[str, Any]) -> None:
+    """Refuse a site whose nodes could not pull the kubernetes layer's images.
+
+    Deploy's and plan's preflight call it, not every inventory render: reset, remove-node,
+    certs renew and upgrade pull no pod network image and must still run on such a site.
+    """
+    if kubernetes_settings(loaded, variables) is None:
+        return
+    binaries = site_binaries(loaded, variables, locked_binaries(loaded))
+    check_image_mirrors(loaded.site, binaries, loaded.site_file)
 
 
 def site_binaries(

@@ -20,8 +20,9 @@ once, server side with the field manager; a second converge changes and applies 
 new pod CIDR is applied again; a pod network that never makes the nodes Ready fails with a
 message naming the node and the pod; cilium's archives are unpacked and the CLI runs
 `install` with the chart folder and the values once, nothing on a second converge, `upgrade`
-when the values change. Real calico or cilium, the real CLI and chart and the readiness of
-real nodes are not exercised (see docs/kubernetes.md).
+when the values change, and `upgrade` too when the cluster holds cilium's release (the
+stand-in kubectl's helm secret) but the sha256 file is gone. Real calico or cilium, the real
+CLI and chart and the readiness of real nodes are not exercised (see docs/kubernetes.md).
 """
 
 from __future__ import annotations
@@ -318,3 +319,12 @@ def test_stand_in_cilium_is_unpacked_installed_once_then_upgraded(cni: CniLab) -
     assert code == 0 and changed > 0, output[-3000:]
     assert cni.lab.ssh(cni.node, log).stdout.splitlines() == [
         install, install.replace(" install ", " upgrade ")]
+
+    # No sha256 file (a new first control plane, or a first install that failed after
+    # the release was made): the release on the cluster still makes it an upgrade.
+    cni.lab.ssh(cni.node, f"rm {base}/applied-cilium.sha256")
+    code, changed, output = cni.converge(artifacts, kubernetes_cni="cilium",
+                                         kubernetes_cluster_name="renamed")
+    assert code == 0 and changed > 0, output[-3000:]
+    assert cni.lab.ssh(cni.node, log).stdout.splitlines()[-1] == install.replace(
+        " install ", " upgrade ")

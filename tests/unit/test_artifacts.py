@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blueprint.artifacts import load_catalogue, resolve_repositories
+import pytest
+import yaml
+
+from blueprint.artifacts import _load_catalogue, load_catalogue, resolve_repositories
+from blueprint.errors import BadInput
 from blueprint.inventory import role_variables
 from blueprint.loader import load_site
 
@@ -39,3 +43,43 @@ def test_role_variables_carry_the_catalogue_urls_not_role_constants() -> None:
     catalogue = load_catalogue().repositories
     assert variables["gpu_driver_cuda_repo_url"] == catalogue["nvidia-cuda"].url
     assert variables["gpu_driver_cuda_repo_key_url"] == catalogue["nvidia-cuda"].key
+
+
+def test_an_override_pins_a_binarys_sha256_with_that_field_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The preflight's advice for a file without upstream checksums: pin its sha256 in
+    # $BLUEPRINT_CATALOGUE. The override names only that field; the rest stays built in.
+    built_in = load_catalogue().binaries["calico-operator"]
+    override = tmp_path / "catalogue.yaml"
+    override.write_text(yaml.safe_dump({"binaries": {
+        "calico-operator": {"sha256": {"v3.29.1": "ab" * 32}},
+        "k3s": {"sha256": {"v1.31.4+k3s1": "cd" * 32}, "licence": "Apache-2.0 AND MIT"}}}))
+    monkeypatch.setenv("BLUEPRINT_CATALOGUE", str(override))
+    _load_catalogue.cache_clear()
+    try:
+        binaries = load_catalogue().binaries
+    finally:
+        monkeypatch.delenv("BLUEPRINT_CATALOGUE")
+        _load_catalogue.cache_clear()
+    calico = binaries["calico-operator"]
+    assert calico.sha256 == {"v3.29.1": "ab" * 32}
+    assert calico.model_dump(exclude={"sha256"}) == built_in.model_dump(exclude={"sha256"})
+    assert binaries["k3s"].licence == "Apache-2.0 AND MIT"
+    assert binaries["k3s"].sha256["v1.31.4+k3s1"] == "cd" * 32
+    assert binaries["k3s"].url == load_catalogue().binaries["k3s"].url
+
+
+def test_an_override_binary_entry_that_is_new_must_be_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    override = tmp_path / "catalogue.yaml"
+    override.write_text(yaml.safe_dump({"binaries": {"mytool": {"sha256": {}}}}))
+    monkeypatch.setenv("BLUEPRINT_CATALOGUE", str(override))
+    _load_catalogue.cache_clear()
+    try:
+        with pytest.raises(BadInput, match=rf"^{override}: binaries\.mytool\."):
+            load_catalogue()
+    finally:
+        monkeypatch.delenv("BLUEPRINT_CATALOGUE")
+        _load_catalogue.cache_clear()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from blueprint import deploy
 from blueprint.deploy import NO_PYTHON, probe_node
 from blueprint.models import Node
 
@@ -32,7 +33,7 @@ def _ssh_answers(monkeypatch: pytest.MonkeyPatch, returncode: int, stderr: str) 
         calls.append((cmd, kwargs))
         return subprocess.CompletedProcess(cmd, returncode, "", stderr)
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(deploy, "run_bounded", run)
     return calls
 
 
@@ -40,7 +41,6 @@ def _ssh_answers(monkeypatch: pytest.MonkeyPatch, returncode: int, stderr: str) 
     "ssh: connect to host 10.0.0.2 port 22: Connection timed out\n",
     "Connection to 10.0.0.2 port 22 timed out\n",  # ConnectTimeout ran out
     "ssh: connect to host 10.0.0.2 port 22: No route to host\n",
-    "ssh: connect to host 10.0.0.2 port 22: Connection refused\n",
     "ssh: connect to host 10.0.0.2 port 22: Network is unreachable\n",
 ])
 def test_silence_at_the_address_is_a_dead_node(
@@ -56,7 +56,7 @@ def test_no_answer_within_the_timeout_is_a_dead_node(monkeypatch: pytest.MonkeyP
     def run(cmd: list[str], **kwargs: Any) -> None:
         raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(deploy, "run_bounded", run)
     probe = probe_node(NODE, Path("ssh_config"), connect_timeout=5)
     assert probe.dead
     assert probe.reason == "node worker-1 (10.0.0.2): SSH did not answer within 15 s"
@@ -70,6 +70,9 @@ def test_no_answer_within_the_timeout_is_a_dead_node(monkeypatch: pytest.MonkeyP
      "check the site's ssh user and key"),
     (255, HOST_KEY_CHANGED, "host key does not match the pinned one",
      "check its new key and update known_hosts"),
+    (255, "ssh: connect to host 10.0.0.2 port 22: Connection refused\n",
+     "the host refused the SSH connection (ssh: connect to host 10.0.0.2 port 22: Connection "
+     "refused); it is up but its sshd is not listening", "start sshd on it"),
     (255, "kex_exchange_identification: read: Connection reset by peer\n",
      "cannot connect over SSH: kex_exchange_identification", ""),
     (NO_PYTHON, "", "/usr/bin/python3 is missing", "install python3 with the OS"),

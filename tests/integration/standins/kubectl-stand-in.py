@@ -15,6 +15,9 @@ more; it validates nothing of the manifests' content.
       when the time is up (at once: the stand-in does not sleep the timeout away).
   kubectl --kubeconfig FILE get nodes|pods --no-headers [--all-namespaces]
       this node, Ready or NotReady; one calico-node pod, Running or ImagePullBackOff.
+  kubectl --kubeconfig FILE get secrets --namespace=kube-system --selector=owner=helm,... -o name
+      helm's cilium release secret once the stand-in cilium CLI recorded a call
+      (/var/lib/kubectl-stand-in/cilium.log), nothing before.
 """
 
 import hashlib
@@ -75,6 +78,11 @@ def main(argv: list[str]) -> int:
         status = "Running" if ready else "ImagePullBackOff"
         print(f"calico-system   calico-node-stand-in   {'1/1' if ready else '0/1'}   {status}"
               "   0   1m")
+        return 0
+
+    if verb == "get" and args[1:2] == ["secrets"]:
+        if os.path.exists(os.path.join(STATE, "cilium.log")):
+            print("secret/sh.helm.release.v1.cilium.v1")
         return 0
 
     print(f"error: the stand-in kubectl does not answer {' '.join(args)!r}", file=sys.stderr)

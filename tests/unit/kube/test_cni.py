@@ -17,7 +17,11 @@ from blueprint.errors import BadInput
 from blueprint.kube.cni import check_image_mirrors, image_registries
 from blueprint.kube.render import cni_config, node_config, render
 from blueprint.kube.topology import ClusterSettings, NodePlan, cluster_settings, plan_nodes
-from blueprint.kube.variables import kubernetes_group_variables
+from blueprint.kube.variables import (
+    check_kubernetes_images,
+    check_offline_kubeadm,
+    kubernetes_group_variables,
+)
 from blueprint.loader import load_site
 from blueprint.models import Site
 from blueprint.paths import ROLES_DIR
@@ -200,6 +204,9 @@ def test_the_role_takes_every_cni_url_from_the_catalogue() -> None:
 # --- images: containerd's mirrors -----------------------------------------------------------
 
 
+SITE_FILE = Path("/sites/edge/site.yaml")
+
+
 def _cni_binaries(cni: str, artifacts: dict[str, Any]) -> tuple[Site, list[Any]]:
     site = _site([{"name": "cp-1", "address": "10.20.0.11", "roles": ["control-plane"]}],
                  artifacts)
@@ -215,16 +222,17 @@ def test_an_offline_site_without_mirrors_for_the_cni_registries_is_refused() -> 
         "mode": "offline", "apt_proxy": "http://10.20.0.1:3150",
         "registry_mirrors": {"quay.io": "http://10.20.0.1:5000"}})
     assert image_registries(binaries) == ["docker.io", "quay.io"]
-    with pytest.raises(BadInput, match=r"pod network calico pulls images from docker\.io.*"
-                                       r"add artifacts\.registry_mirrors for docker\.io"):
-        check_image_mirrors(site, binaries)
+    with pytest.raises(BadInput, match=r"^/sites/edge/site\.yaml: artifacts\.registry_mirrors: "
+                                       r"no mirror for docker\.io, .*pod network calico pulls "
+                                       r"images from there.*add a mirror for docker\.io$"):
+        check_image_mirrors(site, binaries, SITE_FILE)
 
 
 def test_an_offline_site_with_its_registry_mirrors_passes() -> None:
     site, binaries = _cni_binaries("cilium", {
         "mode": "offline", "apt_proxy": "http://10.20.0.1:3150",
         "registry_mirrors": {"quay.io": "http://10.20.0.1:5000"}})
-    check_image_mirrors(site, binaries)
+    check_image_mirrors(site, binaries, SITE_FILE)
 
 
 def test_a_mirror_site_without_a_registry_mirror_is_warned(
@@ -233,8 +241,57 @@ def test_a_mirror_site_without_a_registry_mirror_is_warned(
     site, binaries = _cni_binaries("cilium", {"mode": "mirror",
                                               "apt_proxy": "http://10.20.0.1:3142"})
     with caplog.at_level(logging.WARNING):
-        check_image_mirrors(site, binaries)
+        check_image_mirrors(site, binaries, SITE_FILE)
     assert "no registry mirror for quay.io" in caplog.text
+
+
+def test_only_deploys_and_plans_preflight_checks_the_image_mirrors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Rendering the inventory (reset, remove-node, certs renew, upgrade) says nothing of the
+    # mirrors; the preflight of deploy and plan does.
+    overrides = {"kubernetes_distribution": "kubeadm", "kubernetes_version": "v1.31.4",
+                 "kubernetes_cni": "cilium"}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "edge", "blueprint": "ai-edge", "overrides": overrides,
+        "artifacts": {"mode": "mirror", "apt_proxy": "http://10.20.0.1:3142"},
+        "nodes": [{"name": "cp-1", "address": "10.20.0.11", "roles": ["control-plane"]}]}))
+    loaded = load_site(path)
+    with caplog.at_level(logging.WARNING):
+        kubernetes_group_variables(loaded, overrides)
+        assert "registry mirror" not in caplog.text
+        check_kubernetes_images(loaded, overrides)
+    assert "no registry mirror for quay.io" in caplog.text
+
+
+@pytest.mark.parametrize(("distribution", "mode", "refused"), [
+    ("kubeadm", "offline", True),
+    ("kubeadm", "mirror", False),
+    ("k3s", "offline", False),
+])
+def test_an_offline_kubeadm_site_is_refused_naming_the_images_missing_from_the_bom(
+    tmp_path: Path, distribution: str, mode: str, refused: bool,
+) -> None:
+    overrides = {"kubernetes_distribution": distribution}
+    if distribution == "kubeadm":
+        overrides["kubernetes_version"] = "v1.31.4"
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "edge", "blueprint": "ai-edge", "overrides": overrides,
+        "artifacts": {"mode": mode, "apt_proxy": "http://10.20.0.1:3142"},
+        "nodes": [{"name": "cp-1", "address": "10.20.0.11", "roles": ["control-plane"]}]}))
+    loaded = load_site(path)
+    if not refused:
+        check_offline_kubeadm(loaded, overrides)
+        return
+    with pytest.raises(BadInput) as stopped:
+        check_offline_kubeadm(loaded, overrides)
+    assert str(stopped.value) == (
+        f"{loaded.site_file}: artifacts.mode: offline is not supported with kubernetes "
+        "distribution kubeadm yet: the images kubeadm and its pod network calico start are "
+        "not in the bill of materials yet, so no offline node could pull them; use "
+        "artifacts.mode mirror or online, or distribution k3s")
 
 
 # --- preflight: the kernel features the pod network needs ----------------------------------

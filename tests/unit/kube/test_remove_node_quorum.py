@@ -11,7 +11,7 @@ import yaml
 
 from blueprint.deploy import NODES_FILE, Probe
 from blueprint.errors import BadInput, DeployFailed
-from blueprint.kube import removal
+from blueprint.kube import cli, removal
 from blueprint.kube.removal import (
     answering_nodes,
     check_quorum,
@@ -109,9 +109,10 @@ NODE_OBJECTS = [Node(name=name, address=f"10.0.0.{index}", roles=["worker"])
 
 
 def test_only_silence_at_the_address_makes_a_node_dead(monkeypatch: pytest.MonkeyPatch) -> None:
-    _probes(monkeypatch, Probe("cp-1", None),
-            Probe("worker-1", "node worker-1 (10.0.0.2): no answer over SSH: ...", dead=True))
-    assert answering_nodes(NODE_OBJECTS, Path("ssh_config")) == {"cp-1"}
+    silence = "node worker-1 (10.0.0.2): no answer over SSH: ..."
+    _probes(monkeypatch, Probe("cp-1", None), Probe("worker-1", silence, dead=True))
+    assert answering_nodes(NODE_OBJECTS, Path("ssh_config")) == {
+        "cp-1": None, "worker-1": silence}
 
 
 def test_a_node_that_refuses_the_login_is_an_error_not_a_dead_node(
@@ -126,3 +127,16 @@ def test_a_node_that_refuses_the_login_is_an_error_not_a_dead_node(
     assert str(stopped.value).splitlines() == [
         refused, "remove-node stopped before any change: fix SSH to the node(s) above (a dead "
                  "node is one at whose address nothing answers)"]
+
+
+def test_a_dead_node_is_refused_without_force_naming_the_probes_reason(
+    site: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    silence = "node worker-1 (10.0.0.2): no answer over SSH: ssh: connect to host ... timed out"
+    plan = removal.RemovalPlan(node="worker-1", control_plane=False, reachable=False,
+                               via="cp-1", members_before=0, silence=silence)
+    monkeypatch.setattr(removal, "plan_removal", lambda *args: plan)
+    with pytest.raises(BadInput) as refused:
+        cli.remove_node.callback(str(site), "worker-1", True, False, 300, None)  # type: ignore[misc]
+    assert str(refused.value).startswith(f"node worker-1 does not answer SSH ({silence}): ")
+    assert "--force" in str(refused.value)
